@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_propulse.errors import UserFacingError
+
 __all__ = [
     "CheckpointError",
     "Discriminator",
@@ -464,6 +466,8 @@ class SynthesisNetwork(nn.Module):
         if missing:
             raise ValueError(f"channel table lacks resolutions {missing} (size {size}); got {sorted(channels)}")
         self.channels = {2**k: int(channels[2**k]) for k in range(2, self.log_size + 1)}
+        #: run activations in channels_last memory format (a speed setting, same math; not saved)
+        self.channels_last = False
 
         self.input = ConstantInput(self.channels[4])
         self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel)
@@ -529,6 +533,8 @@ class SynthesisNetwork(nn.Module):
         features: dict[int, Tensor] = {}
         skips: dict[int, Tensor] = {}
         x = self.input(batch)  # [B, C4, 4, 4]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         skip: Tensor | None = None
         for spec in self.layout:
             module = self.get_submodule(spec.name)
@@ -851,7 +857,7 @@ class Discriminator(nn.Module):
 # Checkpoint reading: safe, shape-inferring, one clear error.
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserFacingError, ValueError):
     """A checkpoint file that cannot be used: missing, unreadable, foreign, or mismatched. The
     message names the file and what was expected."""
 
@@ -876,14 +882,15 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        msg = str(e)
+        detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if msg.strip() else type(e).__name__
+        if "Unsupported global" in msg:
             raise CheckpointError(
                 f"{path}: refused to load: the file contains Python objects other than tensors and plain "
-                f"containers ({first}). NVlabs .pkl networks must be converted first (the port's "
+                f"containers ({detail}). NVlabs .pkl networks must be converted first (the port's "
                 f"convert_weight.py); {_PORT_HINT}"
             ) from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first}); {_PORT_HINT}") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail}); {_PORT_HINT}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {first}); {_PORT_HINT}") from None
@@ -967,8 +974,9 @@ def _load_exact(module: nn.Module, state: dict[str, Tensor], source: str, ignore
         f"{k}: file {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape
     )
     if missing or unexpected or mismatched:
-        rename = ours_to_port if port_names and isinstance(module, Generator) else (lambda d: d)
-        name = lambda k: next(iter(rename({k: None}).keys()), k) if port_names and isinstance(module, Generator) else k  # noqa: E731
+        def name(k: str) -> str:  # report the file's own (port) key names
+            return next(iter(ours_to_port({k: None})), k) if port_names and isinstance(module, Generator) else k
+
         parts = []
         if missing:
             parts.append(f"missing keys {[name(k) for k in missing][:10]}{' ...' if len(missing) > 10 else ''}")

@@ -1,0 +1,299 @@
+"""StyleGAN2 interop and behaviour: the shared port fixture, a second architecture against an
+independent naive re-statement of the port, checkpoint layouts, safe loading and errors."""
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_propulse.networks.stylegan2 import (
+    CheckpointError,
+    Discriminator,
+    Generator,
+    num_ws_up_to,
+    synthesis_layout,
+    upfirdn2d,
+)
+from tests.port_reference import port_generator_forward, port_mapping, upfirdn2d_naive
+
+FIX = Path(__file__).parent / "fixtures" / "stylegan2_port_g64"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return torch.load(FIX / "reference.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return Generator.from_checkpoint(FIX / "checkpoint.pt").eval()
+
+
+@pytest.fixture(scope="module")
+def D():
+    return Discriminator.from_checkpoint(FIX / "checkpoint.pt").eval()
+
+
+def maxabs(a, b):
+    return (a - b).abs().max().item()
+
+
+# -- the shared fixture: every tensor ------------------------------------------------------------
+
+
+def test_arch_inferred_from_shapes(G, D, ref):
+    arch = ref["arch"]
+    assert G.size == arch["size"] and G.w_dim == arch["style_dim"] and G.num_ws == arch["n_latent"]
+    assert G.arch["n_mlp"] == arch["n_mlp"] and G.arch["channels"] == arch["channels"]
+    assert G.num_noise == arch["num_noise"] and G.arch["blur_kernel"] == pytest.approx([0.125, 0.375, 0.375, 0.125])
+    assert D.arch["channels"] == arch["channels"]
+
+
+@torch.no_grad()
+def test_mapping(G, ref):
+    assert maxabs(G.mapping(ref["z"]), ref["w"]) <= TOL
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("img_z", dict(latent="z")),
+        ("img_w", dict(latent="w", input_space="w")),
+        ("img_wplus", dict(latent="wplus", input_space="w")),
+        ("img_trunc", dict(latent="z", truncation=0.7)),
+        ("img_mix", dict(latent="z", latent2="z2", inject_index=3)),
+    ],
+)
+def test_images(G, ref, name, kwargs):
+    kwargs = dict(kwargs)
+    kwargs["latent"] = ref[kwargs["latent"]]
+    if "latent2" in kwargs:
+        kwargs["latent2"] = ref[kwargs["latent2"]]
+    out = G(noise=ref["noise"], **kwargs)
+    assert out.image.shape == ref[name].shape
+    assert maxabs(out.image, ref[name]) <= TOL
+
+
+@torch.no_grad()
+def test_stored_noise_and_synthesis_api(G, ref):
+    assert maxabs(G(ref["z"], noise="const").image, ref["img_stored_noise"]) <= TOL
+    ws = G.mapping(ref["z"]).unsqueeze(1).repeat(1, G.num_ws, 1)  # [B, num_ws, w_dim]
+    out = G.synthesis(ws, noise=ref["noise"])
+    assert maxabs(out.image, ref["img_z"]) <= TOL
+    assert sorted(out.features) == [4, 8, 16, 32, 64] == sorted(out.skips)
+    assert out.skips[64] is out.image
+    assert out.features[16].shape == (4, 48, 16, 16) and out.skips[8].shape == (4, 3, 8, 8)
+
+
+@torch.no_grad()
+def test_discriminator(D, ref):
+    assert maxabs(D(ref["img_wplus"]), ref["d_real"]) <= TOL
+
+
+@torch.no_grad()
+def test_latent_avg_kept(G):
+    stored = torch.load(FIX / "checkpoint.pt", weights_only=True)["latent_avg"]
+    assert torch.equal(G.latent_avg, stored) and bool(G.has_latent_avg)
+
+
+# -- a second, differently shaped architecture ---------------------------------------------------
+
+
+def _random_port_generator(seed=1, **kw):
+    torch.manual_seed(seed)
+    G = Generator(**kw)
+    with torch.no_grad():  # non-trivial noise strengths and biases
+        for name, p in G.named_parameters():
+            if name.endswith("noise.weight") or name.endswith("activate.bias") or name.endswith(".bias"):
+                p.normal_(0, 0.3)
+    return G
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(size=32, style_dim=32, n_mlp=2, channels={4: 24, 8: 16, 16: 16, 32: 8}),
+        dict(size=16, style_dim=24, n_mlp=1, channels={4: 8, 8: 8, 16: 4}, blur_kernel=(1, 2, 1)),
+    ],
+)
+def test_second_architecture_matches_independent_reference(tmp_path, kw):
+    G0 = _random_port_generator(**kw)
+    path = tmp_path / "other.pt"
+    torch.save({"g_ema": G0.port_state_dict(), "latent_avg": torch.randn(kw["style_dim"])}, path)
+    G = Generator.from_checkpoint(path).eval()
+    assert G.arch["channels"] == kw["channels"] and G.arch["n_mlp"] == kw["n_mlp"] and G.size == kw["size"]
+    sd = torch.load(path, weights_only=True)["g_ema"]
+    z = torch.randn(3, kw["style_dim"])
+    ws = torch.randn(3, G.num_ws, kw["style_dim"])
+    noise = G.synthesis.make_noise(3)
+    assert maxabs(G.mapping(z), port_mapping(sd, z)) <= TOL
+    blur = kw.get("blur_kernel", (1, 3, 3, 1))
+    assert maxabs(G.synthesis(ws, noise=noise).image, port_generator_forward(sd, ws, noise, blur=blur)) <= TOL
+
+
+@pytest.mark.parametrize(
+    "up,down,pad,k",
+    [(2, 1, (2, 1), (1, 3, 3, 1)), (1, 2, (1, 1), (1, 3, 3, 1)), (1, 1, (1, 1), (1, 3, 3, 1)), (2, 1, (1, 1), (1, 2, 4)), (1, 2, (2, 1), (1, 2, 4)), (1, 1, (-1, 2), (1, 3, 3, 1))],
+)
+def test_upfirdn2d_matches_naive(up, down, pad, k):
+    kern = torch.as_tensor(k, dtype=torch.float32)
+    kern = torch.outer(kern, kern) + torch.linspace(0, 0.1, kern.numel() ** 2).view(kern.numel(), -1)  # asymmetric
+    x = torch.randn(2, 3, 9, 9)
+    assert maxabs(upfirdn2d(x, kern, up=up, down=down, pad=pad), upfirdn2d_naive(x, kern, up=up, down=down, pad=pad)) <= 1e-5
+
+
+def test_layout_is_one_table():
+    layout = synthesis_layout(1024)
+    assert max(s.w_index for s in layout) == 17 and sum(s.noise_index is not None for s in layout) == 17
+    assert num_ws_up_to(32) == 8 and num_ws_up_to(1024) == 18 and num_ws_up_to(4) == 2
+    assert Generator(32, 16, 1, channels={4: 4, 8: 4, 16: 4, 32: 4}).num_ws == 8
+    # every w row below num_ws_up_to(r) styles some layer of resolution <= r
+    for r in (4, 8, 64, 1024):
+        assert {s.w_index for s in layout if s.resolution <= r} == set(range(num_ws_up_to(r)))
+
+
+# -- checkpoints: layouts, round trip, latent_avg ------------------------------------------------
+
+
+def test_trainer_layout_with_args_namespace(tmp_path, G, D):
+    path = tmp_path / "trainer.pt"
+    g = G.port_state_dict()
+    torch.save(
+        {"g": g, "d": D.state_dict(), "g_ema": g, "g_optim": {"state": {}, "param_groups": []}, "d_optim": {}, "args": argparse.Namespace(size=64, r1=10.0)},
+        path,
+    )
+    G2 = Generator.from_checkpoint(path)
+    assert bool(G2.has_latent_avg) and G2.latent_avg.abs().sum() > 0  # absent in the file: computed
+    with torch.no_grad():
+        z = torch.randn(2, G.z_dim)
+        assert maxabs(G2(z, noise="const").image, G(z, noise="const").image) == 0
+        expected = G2.mapping(torch.randn(10_000, G.z_dim, generator=torch.Generator().manual_seed(0))).mean(0)
+    assert maxabs(G2.latent_avg, expected) < 1e-4
+    img = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        assert maxabs(Discriminator.from_checkpoint(path)(img), D(img)) == 0
+
+
+def test_own_format_round_trip(tmp_path, G, D):
+    path = tmp_path / "ours.pt"
+    G.save(path, discriminator=D)
+    G2, D2 = Generator.from_checkpoint(path), Discriminator.from_checkpoint(path)
+    assert G2.arch == G.arch and torch.equal(G2.latent_avg, G.latent_avg)
+    for (k, a), (k2, b) in zip(G.state_dict().items(), G2.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    for (k, a), (k2, b) in zip(D.state_dict().items(), D2.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    raw = torch.load(path, weights_only=True)
+    assert "style.1.weight" in raw["g_ema"] and "noises.noise_0" in raw["g_ema"]  # still the port's layout
+
+
+# -- gradients and shapes ------------------------------------------------------------------------
+
+
+def test_gradients_reach_wplus_and_noise(G):
+    ws = torch.randn(2, G.num_ws, G.w_dim, requires_grad=True)
+    noise = [n.clone().requires_grad_(True) for n in G.synthesis.make_noise(2)]
+    G.synthesis(ws, noise=noise).image.square().mean().backward()
+    assert ws.grad is not None and ws.grad.abs().sum() > 0
+    assert all(n.grad is not None and n.grad.abs().sum() > 0 for n in noise)
+    assert all(ws.grad[:, i].abs().sum() > 0 for i in range(G.num_ws))
+
+
+def test_noise_modes(G):
+    z = torch.randn(2, G.z_dim)
+    with torch.no_grad():
+        a, b = G(z, noise="random").image, G(z, noise="random").image
+        c, d = G(z, noise="none").image, G(z, noise="none").image
+    assert maxabs(a, b) > 0 and maxabs(c, d) == 0
+
+
+def test_shape_errors(G, D):
+    with pytest.raises(ValueError, match=r"\[B, 10, 64\]"):
+        G.synthesis(torch.randn(2, 9, 64))
+    with pytest.raises(ValueError, match=r"\[B, 64\]"):
+        G.mapping(torch.randn(2, 63))
+    with pytest.raises(ValueError, match="expected 9 noise maps"):
+        G.synthesis(torch.randn(1, 10, 64), noise=[torch.zeros(1, 1, 4, 4)])
+    with pytest.raises(ValueError, match="noise map 1"):
+        G.synthesis(torch.randn(1, 10, 64), noise=[torch.zeros(1, 1, 4, 4)] * 9)
+    with pytest.raises(ValueError, match="noise must be"):
+        G.synthesis(torch.randn(1, 10, 64), noise="stored")
+    with pytest.raises(ValueError, match=r"\[B, 3, 64, 64\]"):
+        D(torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="divisible"):
+        D(torch.randn(6, 3, 64, 64))
+    with pytest.raises(ValueError, match="power of two"):
+        Generator(48, 16, 1)
+    with pytest.raises(ValueError, match="lacks resolutions"):
+        Generator(32, 16, 1, channels={4: 4, 8: 4})
+
+
+# -- bad files: one clear error naming the file and what was expected ---------------------------
+
+
+class _Foreign:
+    pass
+
+
+def _bad_files(tmp_path, G):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00\x01not a checkpoint" * 50)
+    good = (FIX / "checkpoint.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])
+    torch.save({"model": {"a": torch.zeros(1)}}, tmp_path / "foreign.pt")
+    sd = G.port_state_dict()
+    sd["convs.3.conv.weight"] = torch.zeros(1, 48, 47, 3, 3)
+    torch.save({"g_ema": sd}, tmp_path / "mismatch.pt")
+    sd2 = G.port_state_dict()
+    del sd2["to_rgbs.1.bias"]
+    torch.save({"g_ema": sd2}, tmp_path / "missing_key.pt")
+    with open(tmp_path / "unsafe.pt", "wb") as f:
+        torch.save({"g_ema": G.port_state_dict(), "evil": _Foreign()}, f)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+
+
+@pytest.mark.parametrize(
+    "name,pattern",
+    [
+        ("nope.pt", "file not found"),
+        ("empty.pt", "empty"),
+        ("garbage.pt", "not a readable torch checkpoint"),
+        ("truncated.pt", "not a readable torch checkpoint"),
+        ("foreign.pt", r"no generator state dict under key 'g_ema'; found keys \['model'\]"),
+        ("mismatch.pt", r"convs.3.conv.weight: file \(1, 48, 47, 3, 3\) vs expected \(1, 48, 48, 3, 3\)"),
+        ("missing_key.pt", r"missing keys \['to_rgbs.1.bias'\]"),
+        ("unsafe.pt", "refused to load"),
+        ("list.pt", "not a dict"),
+    ],
+)
+def test_bad_checkpoint_errors(tmp_path, G, name, pattern):
+    _bad_files(tmp_path, G)
+    path = tmp_path / name
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        Generator.from_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)  # no chained traceback
+
+
+def test_unsafe_pickle_is_never_executed(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('executed')",))
+
+    with open(tmp_path / "boom.pt", "wb") as f:
+        torch.save({"g_ema": Boom()}, f, pickle_protocol=2)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        Generator.from_checkpoint(tmp_path / "boom.pt")
+
+
+def test_discriminator_errors(tmp_path, G):
+    torch.save({"g_ema": G.port_state_dict()}, tmp_path / "g_only.pt")
+    with pytest.raises(CheckpointError, match="no discriminator state dict under key 'd'"):
+        Discriminator.from_checkpoint(tmp_path / "g_only.pt")
