@@ -1,0 +1,78 @@
+"""Command line: ``python -m lit_propulse {fit,validate,test,predict} --config X.yaml`` (LightningCLI)
+plus the project's own commands (added by later stages: ``pulse``, ``pipeline``, ``upsample``...).
+
+LightningCLI runs in jsonargparse's ``omegaconf+`` mode: interpolations such as ``${data.init_args.lr_size}``
+are resolved after *all* config files and command-line overrides are merged, so an override
+propagates into every place that refers to it (plain ``omegaconf`` mode resolves each file on its
+own and silently keeps the old value).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
+
+from lit_propulse.errors import UserFacingError
+
+#: extra top-level commands: name -> (one-line help, entry point taking argv)
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {}
+
+
+def register_command(name: str, help: str) -> Callable:
+    """Decorator registering ``fn(argv) -> exit code`` as ``python -m lit_propulse <name>``."""
+
+    def deco(fn: Callable[[list[str]], int | None]) -> Callable[[list[str]], int | None]:
+        COMMANDS[name] = (help, fn)
+        return fn
+
+    return deco
+
+
+class ProPulseCLI(LightningCLI):
+    """LightningCLI over any LightningModule / LightningDataModule (``class_path`` in the YAML)."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=pl.LightningModule,
+            datamodule_class=pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs={"parser_mode": "omegaconf+"},
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+
+def _load_commands() -> None:
+    """Import the modules that register extra commands (kept lazy: they pull in heavier deps)."""
+    import importlib
+
+    for mod in ("lit_propulse.commands",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _load_commands()
+    try:
+        if argv and argv[0] in COMMANDS:
+            return int(COMMANDS[argv[0]][1](argv[1:]) or 0)
+        if (not argv or argv[0] in ("-h", "--help")) and COMMANDS:
+            print("lit_propulse commands beyond LightningCLI's (each has its own --help):")
+            for name, (text, _) in sorted(COMMANDS.items()):
+                print(f"  {name:<10} {text}")
+            print()
+        ProPulseCLI(args=None if from_sys else argv)
+        return 0
+    except UserFacingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Loss terms, one small module each (the math lives here, not in the LightningModules)."""
