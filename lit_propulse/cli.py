@@ -33,6 +33,23 @@ def register_command(name: str, help: str) -> Callable:
 class ProPulseCLI(LightningCLI):
     """LightningCLI over any LightningModule / LightningDataModule (``class_path`` in the YAML)."""
 
+    def add_arguments_to_parser(self, parser) -> None:
+        """``progressive:`` configures E_W+'s scale schedule (a Callback attached to every run; it only
+        acts on modules with progressive scales), so sweeps and ablations override it by name."""
+        from lit_propulse.callbacks.progressive import ProgressiveScaleCallback
+
+        parser.add_lightning_class_args(ProgressiveScaleCallback, "progressive")
+
+    def before_instantiate_classes(self) -> None:
+        """Stop before building anything when any registered pretrained file is missing: list them all."""
+        from lit_propulse.errors import MissingFilesError
+        from lit_propulse.pretrained import missing_files
+
+        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        missing = missing_files(cfg.as_dict() if hasattr(cfg, "as_dict") else cfg)
+        if missing:
+            raise MissingFilesError("the configuration needs files that are not there:\n  - " + "\n  - ".join(missing))
+
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
             model_class=pl.LightningModule,

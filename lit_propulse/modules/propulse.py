@@ -1,0 +1,351 @@
+"""Pro-PULSE's training stages as thin LightningModules (IEEE TIP 2022, Sec. III, IV-G).
+
+| stage | module | paper |
+| --- | --- | --- |
+| deeply-supervised generator G_ds | :class:`GdsModule` | Sec. III-C, Eq. (1)-(3) |
+| base encoder E_W | :class:`EWModule` | Sec. III-D, Eq. (4)-(9), Fig. 3 |
+| scale-specific encoder E_W+ | :class:`EWPlusModule` + ProgressiveScaleCallback | Sec. III-E, Eq. (10), Fig. 4 |
+| E2E and the other ablations of Table II | the same modules, configured | Sec. IV-G |
+
+The modules receive their networks and losses (see ``experiments/*.yaml``) and wire them; the math
+is in :mod:`lit_propulse.losses.propulse`, :mod:`lit_propulse.networks.stylegan2` and
+:mod:`lit_propulse.networks.encoders`. Each stage writes one export file at the end of training
+(:class:`lit_propulse.callbacks.export.StageExport`) that the next stage's YAML loads.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from datamodules.batch import SRBatch
+from datamodules.downscale import downscale
+from lit_propulse.losses.gan import WGANDiscriminatorLoss
+from lit_propulse.losses.propulse import EncoderLoss, GdsLoss, GradientPenalty
+from lit_propulse.networks.serialization import save_module
+from lit_propulse.networks.stylegan2 import (
+    DeeplySupervisedGenerator,
+    Discriminator,
+    GdsOutput,
+    num_ws_up_to,
+)
+
+
+def _check_shapes(batch: SRBatch, size: int, lr_size: int, who: str) -> None:
+    if batch.hr.shape[-1] != size or batch.lr.shape[-1] != lr_size:
+        raise ValueError(
+            f"{who}: data gives HR {tuple(batch.hr.shape[-2:])} / LR {tuple(batch.lr.shape[-2:])}, but the generator "
+            f"outputs {size}x{size} and the encoder takes {lr_size}x{lr_size}: set data hr_size={size}, lr_size={lr_size}"
+        )
+
+
+class GdsModule(pl.LightningModule):
+    """Train G_ds's side-output branches on the frozen generator's own samples (Sec. III-C).
+
+    No real image is needed: each step draws z, maps it to w (truncation ``truncation``), renders the
+    final image and every side output, and minimises Eq. (1). The batch only sets the batch size.
+
+    Args:
+        gds: the deeply-supervised generator (frozen StyleGAN2 + branches).
+        loss: Eq. (1) (L_pix + lambda_pp L_pp).
+        lr: Adam learning rate (1e-4 in the paper).
+        truncation: truncation of the sampled latents (1 = none).
+        mixing_prob: probability of a style-mixed w+ (0 = the paper's plain samples).
+    """
+
+    def __init__(self, gds: DeeplySupervisedGenerator, loss: GdsLoss, lr: float = 1e-4, truncation: float = 1.0, mixing_prob: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["gds", "loss"])
+        self.gds = gds
+        self.loss = loss
+
+    def sample_ws(self, batch: int) -> Tensor:
+        G = self.gds.generator
+        with torch.no_grad():
+            ws = G.to_ws(G.truncate(G.mapping(torch.randn(batch, G.z_dim, device=self.device)), self.hparams.truncation))
+            if self.hparams.mixing_prob > 0 and torch.rand(()) < self.hparams.mixing_prob:
+                cut = int(torch.randint(1, G.num_ws, ()))
+                ws = G.mix(ws, G.mapping(torch.randn(batch, G.z_dim, device=self.device)), cut)
+        return ws  # [B, num_ws, w_dim]
+
+    def training_step(self, batch: SRBatch, batch_idx: int) -> Tensor:
+        b = len(batch)
+        out = self.gds(self.sample_ws(b), noise="random")
+        total, logs = self.loss(out)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=b)
+        return total
+
+    def validation_step(self, batch: SRBatch, batch_idx: int) -> None:
+        g = torch.Generator(device="cpu").manual_seed(batch_idx)
+        G = self.gds.generator
+        ws = G.to_ws(G.mapping(torch.randn(len(batch), G.z_dim, generator=g).to(self.device)))
+        _, logs = self.loss(self.gds(ws, noise="const"))
+        self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch), sync_dist=True)
+
+    @torch.no_grad()
+    def visual_columns(self, batch: SRBatch) -> list[tuple[str, Tensor]]:
+        """Panel columns: every side output, the final image, and DS of the final to each side size."""
+        G = self.gds.generator
+        g = torch.Generator(device="cpu").manual_seed(0)
+        ws = G.to_ws(G.mapping(torch.randn(len(batch), G.z_dim, generator=g).to(self.device)))
+        out = self.gds(ws, noise="const")
+        cols = [(f"side {r}", img) for r, img in out.side_images.items()]
+        cols += [(f"DS_{r}(final)", downscale(out.image, r)) for r in out.side_images]
+        return cols + [("final", out.image)]
+
+    def configure_optimizers(self):
+        return torch.optim.Adam([p for p in self.gds.heads.parameters()], lr=self.hparams.lr)
+
+    def export(self, path: str) -> None:
+        """Write G_ds (the generator in the port's layout plus the trained branches)."""
+        self.gds.save(path)
+
+
+class EncoderStageModule(pl.LightningModule, abc.ABC):
+    """Shared wiring of the E_W and E_W+ stages: encode the LR into w+, render through G_ds, Eq. (5)
+    for the encoder, Eq. (9) for the WGAN critic (manual optimisation, one critic step per encoder step).
+
+    Subclasses define :meth:`compose_ws` (Eq. (4) or (10)) and :meth:`trainable_encoder_parameters`.
+
+    Args:
+        gds: the deeply-supervised generator from the G_ds stage (frozen; its branches train too in
+            the E2E variant, ``train_side_heads``).
+        loss: Eq. (5).
+        discriminator: WGAN critic for L_adv/L_D (initialise it from the StyleGAN2 checkpoint's "d");
+            None = no adversarial term (then loss.lambda_adv must be 0).
+        lr: Adam learning rate of the encoder (1e-4).
+        d_lr: Adam learning rate of the critic (1e-4).
+        betas: Adam betas for both.
+        gradient_penalty: WGAN-GP weight; 0 = off (the paper's setting).
+        train_side_heads: E2E variant: G_ds's branches train together with the encoder, with
+            ``gds_loss`` added (Sec. IV-G "E2E").
+        gds_loss: Eq. (1), required when ``train_side_heads``.
+        noise: the generator's noise: "const" (its stored maps, deterministic outputs) or "random".
+    """
+
+    def __init__(
+        self,
+        gds: DeeplySupervisedGenerator,
+        loss: EncoderLoss,
+        discriminator: Discriminator | None = None,
+        lr: float = 1e-4,
+        d_lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        gradient_penalty: float = 0.0,
+        train_side_heads: bool = False,
+        gds_loss: GdsLoss | None = None,
+        noise: Literal["const", "random"] = "const",
+    ) -> None:
+        super().__init__()
+        if loss.needs_discriminator and discriminator is None:
+            raise ValueError(f"lambda_adv = {loss.weights['adv']} needs a discriminator; give one or set lambda_adv: 0")
+        if train_side_heads and gds_loss is None:
+            raise ValueError("train_side_heads (the E2E variant) needs gds_loss (Eq. (1)) for the branches")
+        if discriminator is not None and discriminator.size != gds.size:
+            raise ValueError(f"discriminator size {discriminator.size} != generator size {gds.size}")
+        self.automatic_optimization = False
+        self.gds = gds
+        self.loss = loss
+        self.discriminator = discriminator
+        self.critic_loss = WGANDiscriminatorLoss()
+        self.gp = GradientPenalty(gradient_penalty) if gradient_penalty > 0 else None
+        self.gds_loss = gds_loss if train_side_heads else None
+        self.gds.heads.requires_grad_(train_side_heads)
+
+    # -- to define in subclasses ------------------------------------------------------------------
+    @abc.abstractmethod
+    def compose_ws(self, lr: Tensor) -> Tensor:
+        """LR [B, 3, l, l] -> w+ [B, num_ws, w_dim] fed to G_ds."""
+
+    @abc.abstractmethod
+    def trainable_encoder_parameters(self) -> list[nn.Parameter]:
+        """The encoder parameters this stage trains."""
+
+    @property
+    def lr_size(self) -> int:
+        return self.gds.lr_size
+
+    # -- shared -----------------------------------------------------------------------------------
+    def forward(self, lr: Tensor) -> GdsOutput:
+        """Upsample: LR [B, 3, l, l] -> G_ds output (final image + side outputs)."""
+        return self.gds(self.compose_ws(lr), noise=self.hparams.noise)
+
+    def training_step(self, batch: SRBatch, batch_idx: int) -> None:
+        _check_shapes(batch, self.gds.size, self.lr_size, type(self).__name__)
+        opts = self.optimizers()
+        opt_e, opt_d = (opts[0], opts[1]) if isinstance(opts, (list, tuple)) else (opts, None)
+        b = len(batch)
+        out = self(batch.lr)
+        fake_logits = None
+        if self.loss.needs_discriminator:
+            self.discriminator.requires_grad_(False)
+            fake_logits = self.discriminator(out.image)
+        total, logs = self.loss(out, batch.lr, batch.hr, fake_logits)
+        if self.gds_loss is not None:
+            gds_total, gds_logs = self.gds_loss(out)
+            total = total + gds_total
+            logs.update(gds_logs)
+        opt_e.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        opt_e.step()
+
+        if self.discriminator is not None and opt_d is not None:
+            self.discriminator.requires_grad_(True)
+            real_logits = self.discriminator(batch.hr)
+            fake_logits = self.discriminator(out.image.detach())
+            d_loss = self.critic_loss(real_logits, fake_logits)
+            logs["loss/D/wgan"] = d_loss.detach()
+            if self.gp is not None:
+                gp = self.gp(self.discriminator, batch.hr, out.image)
+                d_loss = d_loss + gp
+                logs["loss/D/gp"] = gp.detach()
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            # the raw optimizer: trainer.global_step then counts encoder iterations only, as the paper does
+            opt_d.optimizer.step()
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=b)
+        self.log("rec", logs.get("loss/rec", total.detach()), prog_bar=True, batch_size=b)
+
+    def validation_step(self, batch: SRBatch, batch_idx: int) -> None:
+        out = self(batch.lr)
+        per_scale = self.loss.rec.per_scale(out, batch.lr)
+        logs = {f"val/loss/rec/{r}": v for r, v in per_scale.items()}
+        logs["val/loss/rec"] = torch.stack(list(per_scale.values())).mean()
+        self.log_dict(logs, batch_size=len(batch), sync_dist=True)
+
+    def predict_step(self, batch: SRBatch, batch_idx: int) -> dict[str, Any]:
+        out = self(batch.lr)
+        return {"name": batch.name, "image": out.image, "side_images": out.side_images, "lr": batch.lr}
+
+    @torch.no_grad()
+    def visual_columns(self, batch: SRBatch) -> list[tuple[str, Tensor]]:
+        """Panel columns of Sec. IV figures: LR | every side output | HR (final) | GT."""
+        out = self(batch.lr)
+        cols = [("LR", batch.lr)] + [(f"side {r}", img) for r, img in out.side_images.items()]
+        return cols + [("HR", out.image), ("GT", batch.hr)]
+
+    def configure_optimizers(self):
+        params = list(self.trainable_encoder_parameters())
+        if self.gds_loss is not None:
+            params += list(self.gds.heads.parameters())
+        opt_e = torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        if self.discriminator is None:
+            return opt_e
+        return [opt_e, torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.d_lr, betas=tuple(self.hparams.betas))]
+
+
+class EWModule(EncoderStageModule):
+    """Stage E_W (Sec. III-D): w = E_W(I_LR), repeated to every layer (Eq. (4)), trained with Eq. (5).
+
+    Args:
+        encoder: the base encoder E_W (lit_propulse.networks.encoders.EWEncoder).
+        (the rest: see :class:`EncoderStageModule`)
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        gds: DeeplySupervisedGenerator,
+        loss: EncoderLoss,
+        discriminator: Discriminator | None = None,
+        lr: float = 1e-4,
+        d_lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        gradient_penalty: float = 0.0,
+        train_side_heads: bool = False,
+        gds_loss: GdsLoss | None = None,
+        noise: Literal["const", "random"] = "const",
+    ) -> None:
+        super().__init__(gds, loss, discriminator, lr, d_lr, betas, gradient_penalty, train_side_heads, gds_loss, noise)
+        self.save_hyperparameters(ignore=["encoder", "gds", "loss", "discriminator", "gds_loss"])
+        self.encoder = encoder
+
+    def compose_ws(self, lr: Tensor) -> Tensor:
+        w = self.encoder(lr)  # [B, w_dim]
+        return self.gds.generator.to_ws(w)  # Eq. (4): R_q(w), [B, num_ws, w_dim]
+
+    def trainable_encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def export(self, path: str) -> None:
+        save_module(self.encoder, path)
+
+
+class EWPlusModule(EncoderStageModule):
+    """Stage E_W+ (Sec. III-E, Eq. (10)): at progressive scale r_i the w+ rows of the layers up to
+    r_i come from E_W+, the others are E_W's w repeated (``guidance="ew"``) or the generator's mean
+    latent (``guidance="latent_avg"``, the "without E_W guidance" ablation). The active scale is set
+    by :class:`lit_propulse.callbacks.progressive.ProgressiveScaleCallback` and saved with the model.
+
+    Args:
+        encoder: the scale-specific encoder E_W+ (lit_propulse.networks.encoders.EWPlusEncoder).
+        ew_encoder: the trained E_W (frozen), required when guidance == "ew".
+        guidance: what fills the rows E_W+ does not yet produce: "ew" (the paper) or "latent_avg".
+        (the rest: see :class:`EncoderStageModule`)
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        gds: DeeplySupervisedGenerator,
+        loss: EncoderLoss,
+        ew_encoder: nn.Module | None = None,
+        guidance: Literal["ew", "latent_avg"] = "ew",
+        discriminator: Discriminator | None = None,
+        lr: float = 1e-4,
+        d_lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        gradient_penalty: float = 0.0,
+        train_side_heads: bool = False,
+        gds_loss: GdsLoss | None = None,
+        noise: Literal["const", "random"] = "const",
+    ) -> None:
+        super().__init__(gds, loss, discriminator, lr, d_lr, betas, gradient_penalty, train_side_heads, gds_loss, noise)
+        if guidance == "ew" and ew_encoder is None:
+            raise ValueError("guidance='ew' needs the trained E_W (ew_encoder=...); use guidance='latent_avg' for the ablation without it")
+        if guidance not in ("ew", "latent_avg"):
+            raise ValueError(f"guidance must be 'ew' or 'latent_avg', got {guidance!r}")
+        self.save_hyperparameters(ignore=["encoder", "ew_encoder", "gds", "loss", "discriminator", "gds_loss"])
+        self.encoder = encoder
+        self.ew_encoder = None if ew_encoder is None else ew_encoder.requires_grad_(False).eval()
+        self.scales: list[int] = [r for r in self.gds.resolutions] + [self.gds.size]
+        # the scale reached; saved in checkpoints so inference after training uses it
+        self.register_buffer("active_scale", torch.tensor(self.gds.size))
+
+    def train(self, mode: bool = True) -> "EWPlusModule":
+        super().train(mode)
+        if self.ew_encoder is not None:
+            self.ew_encoder.eval()
+        return self
+
+    def set_active_scale(self, scale: int) -> None:
+        if scale not in self.scales:
+            raise ValueError(f"scale {scale} is not one of the progressive scales {self.scales}")
+        self.active_scale.fill_(int(scale))
+
+    def compose_ws(self, lr: Tensor) -> Tensor:
+        """Eq. (10): C(w+^{r_i}, R_2q(w)) -> [B, num_ws, w_dim]."""
+        G = self.gds.generator
+        scale = int(self.active_scale)
+        n = num_ws_up_to(scale)
+        wplus = self.encoder.forward_scales(lr, scale)  # [B, n, w_dim]
+        if wplus.shape[1] != n:
+            raise ValueError(f"E_W+ produced {wplus.shape[1]} rows at scale {scale}, expected {n}")
+        if n == G.num_ws:
+            return wplus
+        if self.hparams.guidance == "ew":
+            with torch.no_grad():
+                base = self.ew_encoder(lr)  # [B, w_dim]
+        else:
+            base = G.latent_avg.to(wplus.dtype).expand(lr.shape[0], -1)
+        rest = base.unsqueeze(1).expand(-1, G.num_ws - n, -1)
+        return torch.cat([wplus, rest.to(wplus.dtype)], dim=1)
+
+    def trainable_encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def export(self, path: str) -> None:
+        save_module(self.encoder, path, extra={"active_scale": int(self.active_scale)})
