@@ -9,8 +9,11 @@ Which operator: antialiased bicubic, ``F.interpolate(mode="bicubic", antialias=T
 align_corners=False)``. For an integer factor s this is the separable cubic-convolution kernel with
 a = -0.5 stretched by s (support 4·s taps per axis), normalised to sum 1 — the same family as
 PULSE's ``bicubic.py`` (a = -0.5, 4·factor support) and as PIL's ``Image.BICUBIC`` resize, which it
-matches to float rounding on float inputs (see tests/test_downscale.py for the stated tolerance).
-Non-integer ratios are allowed (the kernel is stretched by the ratio).
+matches to float rounding on float inputs: measured max |diff| <= 6e-8 for integer factors and
+<= 1.4e-5 for non-integer ratios on [-1, 1] images (PIL mode "F"); on uint8 images within 1 level
+(PIL rounds and clips an 8-bit intermediate between its two passes). tests/test_downscale.py
+asserts 1e-6 / 1e-4 / 1 level. So the HR resize of the data pipeline (PIL bicubic on uint8) and
+``DS`` are the same operator. Non-integer ratios are allowed (the kernel is stretched by the ratio).
 """
 from __future__ import annotations
 
