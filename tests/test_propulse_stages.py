@@ -141,6 +141,9 @@ def test_resume_mid_scale_composes_the_same_wplus(stages, tmp_path):
     state = next(v for k, v in ck["callbacks"].items() if "ProgressiveScaleCallback" in k)
     assert (state["scale_index"], state["step_in_scale"]) == (1, 1)
     assert int(ck["state_dict"]["active_scale"]) == 32
+    keys = list(ck["state_dict"])  # frozen pretrained networks are left out, the trained ones kept
+    assert any(k.startswith("encoder.") for k in keys) and any(k.startswith("gds.heads.") for k in keys)
+    assert not any(k.startswith(("gds.generator.", "ew_encoder.")) for k in keys)
     fit(TOY / "ewplus.yaml", *common, "--ckpt_path", str(tmp_path / "ck" / "last.ckpt"), *run_dir_args(tmp_path / "b"))
     resumed = [float(r["progressive/scale"]) for r in read_metrics(tmp_path / "b") if r.get("progressive/scale")]
     assert resumed == [32.0, 64.0, 64.0]  # the uninterrupted run's steps 4..6 (see the test above)
@@ -161,3 +164,4 @@ def test_missing_files_are_listed_before_training(tmp_path, capsys):
         assert name in err
     assert "G_ds" in err and "StyleGAN2" in err
     assert not (tmp_path / "checkpoints").exists()
+

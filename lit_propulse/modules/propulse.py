@@ -25,13 +25,35 @@ from datamodules.batch import SRBatch
 from datamodules.downscale import downscale
 from lit_propulse.losses.gan import WGANDiscriminatorLoss
 from lit_propulse.losses.propulse import EncoderLoss, GdsLoss, GradientPenalty
+from lit_propulse.networks.encoders import compose_wplus
 from lit_propulse.networks.serialization import save_module
 from lit_propulse.networks.stylegan2 import (
     DeeplySupervisedGenerator,
     Discriminator,
     GdsOutput,
-    num_ws_up_to,
 )
+
+
+class ExternalWeightsMixin:
+    """Keep frozen pretrained networks (the StyleGAN2 inside G_ds, identity/VGG nets, a frozen E_W) out
+    of Lightning checkpoints: they come from their own files through the config on every run, and
+    would otherwise add up to hundreds of MB per checkpoint. On load, the current values are put
+    back for exactly those keys, so every other key still loads strictly."""
+
+    #: state-dict key prefixes of frozen networks that the config rebuilds
+    external_prefixes: tuple[str, ...] = ("gds.generator.", "loss.id.", "loss.pp.", "ew_encoder.")
+
+    def _is_external(self, key: str) -> bool:
+        return key.startswith(self.external_prefixes)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self._is_external(k)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for k, v in self.state_dict().items():
+            if self._is_external(k) and k not in state:
+                state[k] = v
 
 
 def _check_shapes(batch: SRBatch, size: int, lr_size: int, who: str) -> None:
@@ -42,7 +64,7 @@ def _check_shapes(batch: SRBatch, size: int, lr_size: int, who: str) -> None:
         )
 
 
-class GdsModule(pl.LightningModule):
+class GdsModule(ExternalWeightsMixin, pl.LightningModule):
     """Train G_ds's side-output branches on the frozen generator's own samples (Sec. III-C).
 
     No real image is needed: each step draws z, maps it to w (truncation ``truncation``), renders the
@@ -104,7 +126,7 @@ class GdsModule(pl.LightningModule):
         self.gds.save(path)
 
 
-class EncoderStageModule(pl.LightningModule, abc.ABC):
+class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
     """Shared wiring of the E_W and E_W+ stages: encode the LR into w+, render through G_ds, Eq. (5)
     for the encoder, Eq. (9) for the WGAN critic (manual optimisation, one critic step per encoder step).
 
@@ -330,19 +352,13 @@ class EWPlusModule(EncoderStageModule):
         """Eq. (10): C(w+^{r_i}, R_2q(w)) -> [B, num_ws, w_dim]."""
         G = self.gds.generator
         scale = int(self.active_scale)
-        n = num_ws_up_to(scale)
-        wplus = self.encoder.forward_scales(lr, scale)  # [B, n, w_dim]
-        if wplus.shape[1] != n:
-            raise ValueError(f"E_W+ produced {wplus.shape[1]} rows at scale {scale}, expected {n}")
-        if n == G.num_ws:
-            return wplus
+        wplus = self.encoder.forward_scales(lr, scale)  # [B, num_ws_up_to(scale), w_dim]
         if self.hparams.guidance == "ew":
             with torch.no_grad():
                 base = self.ew_encoder(lr)  # [B, w_dim]
         else:
-            base = G.latent_avg.to(wplus.dtype).expand(lr.shape[0], -1)
-        rest = base.unsqueeze(1).expand(-1, G.num_ws - n, -1)
-        return torch.cat([wplus, rest.to(wplus.dtype)], dim=1)
+            base = G.latent_avg.expand(lr.shape[0], -1)
+        return compose_wplus(wplus, base.to(wplus.dtype), G.num_ws)
 
     def trainable_encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
