@@ -23,6 +23,7 @@ import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal, Sequence, Union
 
 import torch
@@ -489,8 +490,31 @@ class SynthesisOutput:
     """
 
     image: Tensor
-    features: dict[int, Tensor] = field(default_factory=dict)
-    skips: dict[int, Tensor] = field(default_factory=dict)
+    features: Mapping[int, Tensor] = field(default_factory=dict)
+    skips: Mapping[int, Tensor] = field(default_factory=dict)
+
+
+class _BatchParts(Mapping):
+    """resolution -> tensor, where high-resolution entries are kept as per-sample parts and
+    concatenated only when read (and then cached): most callers never read most of them."""
+
+    def __init__(self) -> None:
+        self._data: dict[int, Tensor | list[Tensor]] = {}
+
+    def __setitem__(self, key: int, value: Tensor | list[Tensor]) -> None:
+        self._data[key] = value
+
+    def __getitem__(self, key: int) -> Tensor:
+        v = self._data[key]
+        if isinstance(v, list):
+            v = self._data[key] = v[0] if len(v) == 1 else torch.cat(v)
+        return v
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class SynthesisNetwork(nn.Module):
@@ -580,23 +604,34 @@ class SynthesisNetwork(nn.Module):
             )
         batch = ws.shape[0]
         noises = self.resolve_noise(noise, batch)
-        features: dict[int, Tensor] = {}
-        skips: dict[int, Tensor] = {}
+        features, skips = _BatchParts(), _BatchParts()
         x = self.input(batch)  # [B, C4, 4, 4]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         skip: Tensor | None = None
+        # Once activations are large enough for ModulatedConv2d's per-sample modulated weights, the
+        # batch continues as per-sample parts (lists): no concatenation between layers.
+        split = batch > 1
         for spec in self.layout:
             module = self.get_submodule(spec.name)
             w = ws[:, spec.w_index]
-            if spec.kind == "conv":
+            if split and not isinstance(x, list) and spec.kind == "conv" and x[0].numel() >= ModulatedConv2d.weight_path_min_elements:
+                x = [x[b: b + 1] for b in range(batch)]
+                skip = [skip[b: b + 1] for b in range(batch)] if skip is not None else None
+            if isinstance(x, list):
+                n = noises[spec.noise_index] if spec.kind == "conv" else None
+                if spec.kind == "conv":
+                    x = [module(x[b], w[b: b + 1], None if n is None else n[b: b + 1] if n.shape[0] > 1 else n) for b in range(batch)]
+                else:
+                    skip = [module(x[b], w[b: b + 1], None if skip is None else skip[b]) for b in range(batch)]
+                    features[spec.resolution], skips[spec.resolution] = x, skip
+            elif spec.kind == "conv":
                 x = module(x, w, noises[spec.noise_index])  # [B, C_r, r, r]
             else:
                 skip = module(x, w, skip)  # [B, 3, r, r]
-                features[spec.resolution] = x
-                skips[spec.resolution] = skip
-        assert skip is not None
-        return SynthesisOutput(image=skip, features=features, skips=skips)
+                features[spec.resolution], skips[spec.resolution] = x, skip
+        image = skips[self.size]  # concatenates per-sample parts once, [B, 3, size, size]
+        return SynthesisOutput(image=image, features=features, skips=skips)
 
 
 def port_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
