@@ -111,8 +111,8 @@ def split_by_fraction(names: Sequence[str], test_fraction: float) -> tuple[list[
     the split does not depend on the listing order, the seed or the machine, and a folder sorted by
     identity or date is not split into head/tail. Both lists keep the natural order.
     """
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
     n_test = int(round(len(names) * test_fraction))
     ranked = sorted(names, key=lambda n: (zlib.crc32(n.encode("utf-8")), n))
     test = set(ranked[:n_test])
@@ -787,7 +787,8 @@ class ImageFolderDataModule(FileSRDataModule):
             None when ``split_root`` is given.
         split_root: folder holding ``train/`` and ``test/`` subfolders (each scanned recursively);
             None = split ``root`` by ``test_fraction``.
-        test_fraction: fraction of ``root`` held out for test, in [0, 1) (0 = no test images);
+        test_fraction: fraction of ``root`` held out for test, in [0, 1] (0 = no test images; 1 = every
+            image is a test image: for ``test`` / ``predict`` on a folder);
             chosen by CRC32 of the file name (:func:`split_by_fraction`). Unused with split_root.
         lr_root: folder with LR images of the same relative names (any image extension);
             None = LR made by ``DS`` from the HR.
@@ -810,8 +811,8 @@ class ImageFolderDataModule(FileSRDataModule):
         super().__init__(**kwargs)
         if (root is None) == (split_root is None):
             raise ValueError(f"give exactly one of root (one pool, split by test_fraction) or split_root (train/ and test/ subfolders), got root={root!r}, split_root={split_root!r}")
-        if not 0.0 <= test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        if not 0.0 <= test_fraction <= 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
         if split_root is not None and test_fraction != 0.0:
             raise ValueError(f"test_fraction={test_fraction} has no effect with split_root={split_root!r} (the test/ folder is the test split)")
         if lr_root is not None and any(d.where == "before_ds" and len(d) for d in self.degradations):

@@ -82,8 +82,10 @@ def test_split_by_fraction_is_exact_deterministic_and_disjoint() -> None:
     assert set(split_by_fraction(list(reversed(names)), 0.2)[1]) == set(test)  # independent of listing order
     assert test != names[-len(test):]  # not simply the tail
     assert split_by_fraction(names, 0.0) == (names, [])
+    train_all, test_all = split_by_fraction(names, 1.0)  # every image a test image (predict on a folder)
+    assert train_all == [] and sorted(test_all) == sorted(names)
     with pytest.raises(ValueError, match="test_fraction"):
-        split_by_fraction(names, 1.0)
+        split_by_fraction(names, 1.5)
 
 
 # ----------------------------------------------------------------------------------------------

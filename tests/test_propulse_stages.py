@@ -57,7 +57,9 @@ def stages(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stages")
     fit(TOY / "gds.yaml", "--model.init_args.gds.init_args.path", FIX, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *run_dir_args(out / "gds"))
     fit(TOY / "ew.yaml", *encoder_args("ew", out), "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *run_dir_args(out / "ew"))
-    fit(TOY / "ewplus.yaml", *encoder_args("ewplus", out), "--progressive.steps_per_scale", "2", "--trainer.val_check_interval", "6", "--trainer.limit_val_batches", "1", *run_dir_args(out / "ewplus"))
+    fit(TOY / "ewplus.yaml", *encoder_args("ewplus", out), "--progressive.steps_per_scale", "2", "--trainer.val_check_interval", "6", "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath", str(out / "ewplus" / "ck"), "--trainer.callbacks.every_n_train_steps", "6", "--trainer.callbacks.save_last", "true",
+        *run_dir_args(out / "ewplus"))
     return out
 
 
@@ -165,3 +167,25 @@ def test_missing_files_are_listed_before_training(tmp_path, capsys):
     assert "G_ds" in err and "StyleGAN2" in err
     assert not (tmp_path / "checkpoints").exists()
 
+
+
+def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    from PIL import Image
+
+    from datamodules.toy_faces import render_toy_face
+
+    for i in range(3):
+        Image.fromarray(render_toy_face(0, 90_000 + i, 64)[0]).save(faces / f"face{i}.png")
+    out = tmp_path / "pred"
+    argv = ["predict", "--config", str(TOY / "ewplus.yaml"), *encoder_args("ewplus", stages), "--ckpt_path", str(stages / "ewplus" / "ck" / "last.ckpt"),
+            "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter", "--trainer.callbacks.output_dir", str(out), "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--data", "datamodules.folder.ImageFolderDataModule", "--data.root", str(faces),
+            "--data.hr_size", "64", "--data.lr_size", "8", "--data.test_fraction", "1.0", "--data.batch_size", "2"]
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"face{i}{suffix}.png" for i in range(3) for suffix in ("", "_lr", "_r16", "_r32"))
+    from lit_propulse.utils.images import load_image
+
+    assert load_image(out / "face0.png").shape == (3, 64, 64) and load_image(out / "face0_r16.png").shape == (3, 16, 16)
