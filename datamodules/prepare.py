@@ -1,7 +1,7 @@
 """One-time prepare step: decode, convert and resize every image once into a uint8 memmap.
 
 Decoding a 1024² PNG costs ~12 ms and a JPEG ~4 ms per image on one CPU core, which caps a
-2-core machine at a few dozen HR images per second (docs/data.md has the measured figures). The
+2-core machine at a few dozen HR images per second (the README's Data section has the measured figures). The
 prepare step does that work once: for each split it writes
 
 * ``{split}_hr.npy``: uint8 ``[N, hr_size, hr_size, 3]`` (a plain ``.npy``, opened as a memmap);

@@ -22,7 +22,7 @@ Fixes relative to the official code (adamian98/pulse): it returned the *last* st
 of the best; its ε check compared the batch *sum* of the clamped per-image losses with ε, which
 cannot pass for a batch of more than one image; it tracked the best step by the total loss of the
 whole batch; it read/wrote ``gaussian_fit.pt`` in the working directory; it was StyleGAN1-, CUDA-
-and 1024-only. See docs/pulse.md.
+and 1024-only. See the README, section "PULSE baseline".
 """
 from __future__ import annotations
 

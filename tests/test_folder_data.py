@@ -493,16 +493,14 @@ def test_prepare_cli_reads_a_lightningcli_data_section(tmp_path: Path) -> None:
 
 
 def test_docs_yaml_examples_parse_and_instantiate() -> None:
-    """Every ``data:`` YAML example in docs/data.md is a valid LightningCLI data section."""
+    """Every ``data:`` YAML example in the README is a valid LightningCLI data section."""
     import re
 
     import pytorch_lightning as pl
     import yaml
     from jsonargparse import ArgumentParser
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "data.md"
-    if not doc.is_file():
-        pytest.skip("docs/data.md not present (merged into the README?)")
+    doc = Path(__file__).resolve().parents[1] / "README.md"
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.S)]
     sections = [b["data"] for b in blocks if isinstance(b, dict) and "data" in b]
     assert len(sections) >= 3

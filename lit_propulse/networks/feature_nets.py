@@ -44,7 +44,7 @@ __all__ = [
     "load_weights_file",
 ]
 
-#: What each weights file is and where it comes from (used in error messages and docs/networks.md).
+#: What each weights file is and where it comes from (used in error messages and the README).
 VGG16_WEIGHTS = (
     "torchvision's VGG-16 ImageNet weights, vgg16-397923af.pth, from "
     "https://download.pytorch.org/models/vgg16-397923af.pth (the full model state dict or its "
