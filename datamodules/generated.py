@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -44,9 +45,10 @@ class GeneratorSamplesDataset(Dataset):
 
     def latent(self, index: int) -> torch.Tensor:
         """z of item ``index`` [z_dim] (deterministic)."""
-        # an explicit mix (Python's hash() of a str is salted per process)
-        split_offset = 0 if self.split == "train" else 1 << 40
-        g = torch.Generator().manual_seed((int(self.seed) << 44) + split_offset + int(index))
+        # (seed, split, index) mixed by numpy's SeedSequence into 32 bits: torch's CPU generator keeps
+        # only the low 32 bits of a seed, and Python's hash() of a str is salted per process
+        state = np.random.SeedSequence([int(self.seed), 0 if self.split == "train" else 1, int(index)]).generate_state(1)[0]
+        g = torch.Generator().manual_seed(int(state))
         return torch.randn(self.G.z_dim, generator=g)
 
     @torch.no_grad()

@@ -44,6 +44,10 @@ class StyleGAN2Module(pl.LightningModule):
         latent_avg_samples: z samples for ``latent_avg`` when exporting (10k).
         total_kimg: stop after this many thousand real images; None = let the Trainer decide. (The
             Trainer's ``max_steps`` counts every optimizer step, the lazy-regulariser ones included.)
+        init_from: continue from an exported checkpoint (``export_port_checkpoint``: ``g``, ``g_ema``,
+            ``d``, ``kimg``): weights and the images-seen counter, with fresh optimizer states (the way
+            the shipped toy generator is trained further in a later session); None = from scratch.
+            A Lightning ``--ckpt_path`` resume restores everything and needs no ``init_from``.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class StyleGAN2Module(pl.LightningModule):
         augment: AdaptiveAugment | None = None,
         latent_avg_samples: int = 10_000,
         total_kimg: float | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if generator.size != discriminator.size:
@@ -85,6 +90,21 @@ class StyleGAN2Module(pl.LightningModule):
         self.augment = augment
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # minibatches trained
+        if init_from is not None:
+            self._init_from(init_from)
+
+    @torch.no_grad()
+    def _init_from(self, path: str) -> None:
+        from lit_propulse.networks.stylegan2 import CheckpointError, load_checkpoint_file
+
+        ckpt = load_checkpoint_file(path)
+        missing = [k for k in ("g", "g_ema", "d") if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path}: cannot continue training from it: no {missing} (needs an export of StyleGAN2Module with g, g_ema and d)")
+        self.G.load_port_state_dict(ckpt["g"], source=path)
+        self.G_ema.load_port_state_dict(ckpt["g_ema"], source=path)
+        self.D.load_state_dict(ckpt["d"])
+        self.images_seen.fill_(int(round(float(ckpt.get("kimg", 0.0)) * 1000)))
 
     # -- helpers --------------------------------------------------------------------------------
     def _cl(self, x: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_propulse.pretrained import needs_file
 from lit_propulse.errors import MissingFilesError, UserFacingError
 
 __all__ = [
@@ -202,6 +203,7 @@ def _vgg16_layer_table() -> dict[str, tuple[int, int, int]]:
 VGG16_LAYERS = _vgg16_layer_table()
 
 
+@needs_file("weights_path", "VGG-16 weights for the perceptual loss (Eq. (3))", VGG16_WEIGHTS)
 class VGGPerceptual(_Frozen):
     """VGG-16 features up to ``layer`` for the perceptual loss (Pro-PULSE Eq. (3), Sec. III-C: "the
     features produced by conv4_2 layer of the VGG-16 network").
@@ -317,6 +319,7 @@ class BottleneckIRSE(nn.Module):
 _IR50_STAGES = [(64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3)]
 
 
+@needs_file("weights_path", "ArcFace IR-SE50 weights for the identity loss (Eq. (7))", ARCFACE_WEIGHTS)
 class ArcFaceIdentity(_Frozen):
     """ArcFace IR-SE50 face embeddings for the identity loss L_id (Pro-PULSE Eq. (7), Sec. III-D).
 
@@ -385,6 +388,7 @@ class ArcFaceIdentity(_Frozen):
 # FaceNet (facenet-pytorch InceptionResnetV1, VGGFace2).
 
 
+@needs_file("weights_path", "FaceNet weights for the identity loss (Eq. (7))", FACENET_WEIGHTS)
 class FaceNetIdentity(_Frozen):
     """FaceNet (InceptionResnetV1, VGGFace2) embeddings from facenet-pytorch, an alternative identity
     net for L_id (Eq. (7)).
