@@ -190,6 +190,12 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
     def lr_size(self) -> int:
         return self.gds.lr_size
 
+    def on_fit_start(self) -> None:
+        # the critic steps its raw optimizer (so global_step counts encoder iterations, as the paper
+        # does); fp16's GradScaler would need Lightning's own step to unscale: refuse it clearly
+        if self.discriminator is not None and str(self.trainer.precision).startswith("16"):
+            raise ValueError(f"precision {self.trainer.precision!r} is not supported with the WGAN critic; use bf16-mixed or 32-true")
+
     # -- shared -----------------------------------------------------------------------------------
     def forward(self, lr: Tensor) -> GdsOutput:
         """Upsample: LR [B, 3, l, l] -> G_ds output (final image + side outputs)."""
