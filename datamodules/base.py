@@ -24,6 +24,7 @@ either value of ``Trainer(use_distributed_sampler=...)``:
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Iterator
 
 import numpy as np
@@ -147,7 +148,7 @@ class HFlipDataset(Dataset):
         return item
 
 
-class SRDataModule(pl.LightningDataModule):
+class SRDataModule(pl.LightningDataModule, abc.ABC):
     """Base DataModule: subclasses implement :meth:`build_dataset` and set ``hr_size`` / ``lr_size``.
 
     Args:
@@ -200,9 +201,9 @@ class SRDataModule(pl.LightningDataModule):
         self._datasets: dict[str, Dataset] = {}
 
     # ---- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
     def build_dataset(self, split: str) -> Dataset:
         """Return the map-style dataset of ``split`` (``"train"`` or ``"test"``), items as above."""
-        raise NotImplementedError(f"{type(self).__name__} must implement build_dataset(split)")
 
     @property
     def attr_names(self) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ with their count and names and drops them instead. A file that breaks later (mid
 """
 from __future__ import annotations
 
+import abc
 import csv
 import os
 import re
@@ -683,9 +684,9 @@ class FileSRDataModule(SRDataModule):
 
     # -- to implement ------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def list_split(self, split: str) -> SplitFiles:
         """The files of ``split`` ("train" or "test"), before the bad-file scan."""
-        raise NotImplementedError
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings that change the prepared arrays (checked against ``prepared_dir``)."""

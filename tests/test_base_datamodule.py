@@ -288,8 +288,8 @@ def test_datamodule_argument_errors(kwargs, match):
 
 
 def test_base_requires_build_dataset():
-    with pytest.raises(NotImplementedError, match="build_dataset"):
-        SRDataModule().dataset("train")
+    with pytest.raises(TypeError, match="build_dataset"):  # abstract: refused at construction
+        SRDataModule()
     with pytest.raises(ValueError, match="split"):
         _dm().dataset("val")
 
