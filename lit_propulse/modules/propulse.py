@@ -168,6 +168,7 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
             raise ValueError("train_side_heads (the E2E variant) needs gds_loss (Eq. (1)) for the branches")
         if discriminator is not None and discriminator.size != gds.size:
             raise ValueError(f"discriminator size {discriminator.size} != generator size {gds.size}")
+        self.save_hyperparameters(ignore=["gds", "loss", "discriminator", "gds_loss", "encoder", "ew_encoder"])
         self.automatic_optimization = False
         self.gds = gds
         self.loss = loss
@@ -270,25 +271,11 @@ class EWModule(EncoderStageModule):
 
     Args:
         encoder: the base encoder E_W (lit_propulse.networks.encoders.EWEncoder).
-        (the rest: see :class:`EncoderStageModule`)
+        gds, loss, **kwargs: see :class:`EncoderStageModule` (discriminator, lr, d_lr, betas, ...).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        gds: DeeplySupervisedGenerator,
-        loss: EncoderLoss,
-        discriminator: Discriminator | None = None,
-        lr: float = 1e-4,
-        d_lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        gradient_penalty: float = 0.0,
-        train_side_heads: bool = False,
-        gds_loss: GdsLoss | None = None,
-        noise: Literal["const", "random"] = "const",
-    ) -> None:
-        super().__init__(gds, loss, discriminator, lr, d_lr, betas, gradient_penalty, train_side_heads, gds_loss, noise)
-        self.save_hyperparameters(ignore=["encoder", "gds", "loss", "discriminator", "gds_loss"])
+    def __init__(self, encoder: nn.Module, gds: DeeplySupervisedGenerator, loss: EncoderLoss, **kwargs: Any) -> None:
+        super().__init__(gds, loss, **kwargs)
         self.encoder = encoder
 
     def compose_ws(self, lr: Tensor) -> Tensor:
@@ -312,7 +299,7 @@ class EWPlusModule(EncoderStageModule):
         encoder: the scale-specific encoder E_W+ (lit_propulse.networks.encoders.EWPlusEncoder).
         ew_encoder: the trained E_W (frozen), required when guidance == "ew".
         guidance: what fills the rows E_W+ does not yet produce: "ew" (the paper) or "latent_avg".
-        (the rest: see :class:`EncoderStageModule`)
+        gds, loss, **kwargs: see :class:`EncoderStageModule` (discriminator, lr, d_lr, betas, ...).
     """
 
     def __init__(
@@ -322,21 +309,14 @@ class EWPlusModule(EncoderStageModule):
         loss: EncoderLoss,
         ew_encoder: nn.Module | None = None,
         guidance: Literal["ew", "latent_avg"] = "ew",
-        discriminator: Discriminator | None = None,
-        lr: float = 1e-4,
-        d_lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        gradient_penalty: float = 0.0,
-        train_side_heads: bool = False,
-        gds_loss: GdsLoss | None = None,
-        noise: Literal["const", "random"] = "const",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(gds, loss, discriminator, lr, d_lr, betas, gradient_penalty, train_side_heads, gds_loss, noise)
+        super().__init__(gds, loss, **kwargs)
         if guidance == "ew" and ew_encoder is None:
             raise ValueError("guidance='ew' needs the trained E_W (ew_encoder=...); use guidance='latent_avg' for the ablation without it")
         if guidance not in ("ew", "latent_avg"):
             raise ValueError(f"guidance must be 'ew' or 'latent_avg', got {guidance!r}")
-        self.save_hyperparameters(ignore=["encoder", "ew_encoder", "gds", "loss", "discriminator", "gds_loss"])
+        self.hparams["guidance"] = guidance
         self.encoder = encoder
         self.ew_encoder = None if ew_encoder is None else ew_encoder.requires_grad_(False).eval()
         self.scales: list[int] = [r for r in self.gds.resolutions] + [self.gds.size]
