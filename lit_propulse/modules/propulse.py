@@ -25,7 +25,7 @@ from datamodules.batch import SRBatch
 from datamodules.downscale import downscale
 from lit_propulse.losses.gan import WGANDiscriminatorLoss
 from lit_propulse.losses.propulse import EncoderLoss, GdsLoss, GradientPenalty
-from lit_propulse.networks.encoders import compose_wplus
+from lit_propulse.inference import encode_ws
 from lit_propulse.networks.serialization import save_module
 from lit_propulse.networks.stylegan2 import (
     DeeplySupervisedGenerator,
@@ -279,8 +279,7 @@ class EWModule(EncoderStageModule):
         self.encoder = encoder
 
     def compose_ws(self, lr: Tensor) -> Tensor:
-        w = self.encoder(lr)  # [B, w_dim]
-        return self.gds.generator.to_ws(w)  # Eq. (4): R_q(w), [B, num_ws, w_dim]
+        return encode_ws(self.gds.generator, self.encoder, lr)  # Eq. (4): R_q(w), [B, num_ws, w_dim]
 
     def trainable_encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
@@ -336,15 +335,7 @@ class EWPlusModule(EncoderStageModule):
 
     def compose_ws(self, lr: Tensor) -> Tensor:
         """Eq. (10): C(w+^{r_i}, R_2q(w)) -> [B, num_ws, w_dim]."""
-        G = self.gds.generator
-        scale = int(self.active_scale)
-        wplus = self.encoder.forward_scales(lr, scale)  # [B, num_ws_up_to(scale), w_dim]
-        if self.hparams.guidance == "ew":
-            with torch.no_grad():
-                base = self.ew_encoder(lr)  # [B, w_dim]
-        else:
-            base = G.latent_avg.expand(lr.shape[0], -1)
-        return compose_wplus(wplus, base.to(wplus.dtype), G.num_ws)
+        return encode_ws(self.gds.generator, self.encoder, lr, int(self.active_scale), self.ew_encoder, self.hparams.guidance)
 
     def trainable_encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
