@@ -7,6 +7,10 @@
   pSp / e4e ship (TreB1eN/InsightFace_Pytorch's ``Backbone(112, 50, 'ir_se')``), our own code.
 * :class:`FaceNetIdentity` — facenet-pytorch's InceptionResnetV1 (VGGFace2) embeddings, an
   alternative identity net.
+* :class:`LPIPSNetwork` — LPIPS (Zhang et al. 2018) for evaluation: torchmetrics' LPIPS network with
+  its packaged linear layers and the torchvision AlexNet/VGG-16 backbone read from the user's file.
+* :func:`inception_fid_extractor` — the FID Inception-v3 (torch-fidelity's port of the TF graph)
+  from the user's ``weights-inception-2015-12-05-6726825d.pth``.
 
 Every network is built from a weights file the user gives — nothing is ever downloaded. A missing
 file raises :class:`~lit_propulse.errors.MissingFilesError` saying what the file is and where it comes
@@ -34,6 +38,10 @@ __all__ = [
     "ARCFACE_WEIGHTS",
     "ArcFaceIdentity",
     "FACENET_WEIGHTS",
+    "INCEPTION_FID_WEIGHTS",
+    "LPIPSNetwork",
+    "LPIPS_BACKBONE_WEIGHTS",
+    "inception_fid_extractor",
     "FaceNetIdentity",
     "PSP_FACE_CROP",
     "VGG16_LAYERS",
@@ -59,6 +67,16 @@ FACENET_WEIGHTS = (
     "facenet-pytorch's VGGFace2 InceptionResnetV1 weights, 20180402-114759-vggface2.pt, from "
     "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 )
+
+INCEPTION_FID_WEIGHTS = (
+    "the FID Inception-v3 weights weights-inception-2015-12-05-6726825d.pth (torch-fidelity's conversion of "
+    "the TensorFlow FID graph), from https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+    "weights-inception-2015-12-05-6726825d.pth"
+)
+LPIPS_BACKBONE_WEIGHTS = {
+    "alex": "torchvision's AlexNet ImageNet weights alexnet-owt-7be5be79.pth (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)",
+    "vgg": "torchvision's VGG-16 ImageNet weights vgg16-397923af.pth (https://download.pytorch.org/models/vgg16-397923af.pth)",
+}
 
 #: pSp's ArcFace face crop ``x[:, :, 35:223, 32:220]`` of a 256x256 FFHQ-aligned image
 #: (criteria/id_loss.py), as fractions of the side: (top, bottom, left, right).
@@ -450,3 +468,58 @@ def build_identity_net(kind: Literal["arcface", "facenet"], weights_path: str | 
     if kind not in _IDENTITY_NETS:
         raise ValueError(f"kind must be one of {list(_IDENTITY_NETS)}, got {kind!r}")
     return _IDENTITY_NETS[kind](weights_path, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation networks: LPIPS and the FID Inception.
+
+
+class LPIPSNetwork(_Frozen):
+    """LPIPS distance (Zhang et al. 2018, "lin" version) between two image batches: [B,3,H,W] x2 -> [B].
+
+    The calibrated linear layers are the ones torchmetrics ships inside its package (the official
+    LPIPS v0.1 weights); the backbone (AlexNet or VGG-16 ``features``) is read from ``weights_path``,
+    a torchvision ImageNet state dict (:data:`LPIPS_BACKBONE_WEIGHTS`), instead of being downloaded.
+    Inputs in [-1, 1], as LPIPS itself expects.
+
+    Args:
+        weights_path: the torchvision backbone weights file (None only with ``random_init``).
+        net: "alex" (the LPIPS default) or "vgg".
+        random_init: random backbone, for tests only.
+    """
+
+    def __init__(self, weights_path: str | os.PathLike | None, net: Literal["alex", "vgg"] = "alex", random_init: bool = False) -> None:
+        super().__init__()
+        from torchmetrics.functional.image.lpips import _LPIPS
+
+        if net not in LPIPS_BACKBONE_WEIGHTS:
+            raise ValueError(f"net must be one of {list(LPIPS_BACKBONE_WEIGHTS)}, got {net!r}")
+        what = LPIPS_BACKBONE_WEIGHTS[net]
+        _check_source(weights_path, random_init, what)
+        self.net_type = net
+        self.lpips = _LPIPS(pretrained=True, net=net, pnet_rand=True)  # packaged linear layers, random backbone
+        if weights_path is not None:
+            state = load_weights_file(weights_path, what)
+            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} or state
+            backbone = self.lpips.net
+            mapped = {}
+            for key in backbone.state_dict():
+                _, idx, param = key.split(".")  # "slice2.3.weight" -> torchvision features "3.weight"
+                if f"{idx}.{param}" in state:
+                    mapped[key] = state[f"{idx}.{param}"]
+            _load_exact(backbone, mapped, str(weights_path), what)
+        self._freeze()
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        _check_image(x, "LPIPSNetwork")
+        _check_image(y, "LPIPSNetwork")
+        return self.lpips(x.float(), y.float()).flatten()  # [B]
+
+
+def inception_fid_extractor(weights_path: str | os.PathLike) -> str:
+    """Check the FID Inception weights file exists and return its path for torchmetrics'
+    ``FrechetInceptionDistance(feature_extractor_weights_path=...)`` (which needs torch-fidelity)."""
+    path = str(weights_path)
+    if not os.path.isfile(path):
+        raise MissingFilesError(f"{path}: not found. Expected {INCEPTION_FID_WEIGHTS}. Copy it to this path (nothing is downloaded).")
+    return path
