@@ -203,12 +203,24 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
         st["config"] = str(ROOT / st["config"])
         st["overrides"] = shrink + ([f"--model.init_args.gds.init_args.path={FIX}"] if st["name"] == "gds" else enc)
     spec["stages"][2]["overrides"] += ["--progressive.steps_per_scale=1"]
+    # the evaluation stage: its YAML shrunk (fixture generator for PULSE, 3 steps, no trained metric nets)
+    ev = yaml.safe_load((TOY / "eval.yaml").read_text())
+    ev["model"]["init_args"]["methods"][1]["init_args"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
+    ev["model"]["init_args"]["metrics"]["init_args"].update(attribute_classifier=None, niqe=False, fid="none")
+    ev["data"]["init_args"].update(num_train=4, num_test=5, batch_size=5)
+    ev["trainer"]["enable_progress_bar"] = False
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
+    spec["stages"][3].update(config=str(tmp_path / "eval.yaml"), overrides=[])
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
-    for name, export in (("gds", "gds.pt"), ("ew", "ew.pt"), ("ewplus", "ewplus.pt")):
+    for name, export in (("gds", "gds.pt"), ("ew", "ew.pt"), ("ewplus", "ewplus.pt"), ("eval", "report.json")):
         assert (tmp_path / "out" / name / export).is_file()
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("| gds |") == 1 and "ewplus.pt" in report
+    # the evaluation used this run's exports (linked into its YAML) and its table is in the report
+    linked = yaml.safe_load((tmp_path / "out" / "eval" / "pipeline_config.yaml").read_text())
+    assert linked["model"]["init_args"]["methods"][3]["init_args"]["encoder"] == str(tmp_path / "out" / "ewplus" / "ewplus.pt")
+    assert "| Pro-PULSE |" in report and "| PULSE |" in report and "eval/grid.png" in report
     capsys.readouterr()
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
-    assert capsys.readouterr().out.count("skipped") == 3
+    assert capsys.readouterr().out.count("skipped") == 4

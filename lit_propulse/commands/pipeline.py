@@ -1,7 +1,8 @@
 """``python -m lit_propulse pipeline --config experiments/toy/pipeline.yaml``: the Pro-PULSE stages in
 order (G_ds -> E_W -> E_W+), each stage's export feeding the next, exactly the ``fit`` commands a
 cluster user runs one by one. A stage whose export exists is skipped unless ``--force``. Writes
-``<out_dir>/report.md`` with every stage's export, checkpoint, wall time and last validation loss.
+``<out_dir>/report.md`` with every stage's export, checkpoint, wall time and last validation loss,
+followed by the evaluation stage's report (``command: test``: the metrics table and image grids).
 
 The pipeline file::
 
@@ -16,6 +17,14 @@ The pipeline file::
         config: experiments/toy/ew.yaml
         export: ew.pt
         links: {model.init_args.gds.init_args.path: gds}
+      - name: eval
+        command: test                               # python -m lit_propulse test (default: fit)
+        config: experiments/toy/eval.yaml
+        export: report.json                         # written by EvaluationModule into the run directory
+        links: {model.init_args.methods.2.init_args.gds: gds}   # list items by index
+
+Links are written into a copy of the stage's YAML (``<out_dir>/<name>/pipeline_config.yaml``), so any
+key of the file can be linked, list items included.
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ class Stage:
     export: str
     links: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
+    command: str = "fit"
 
 
 def read_pipeline(path: str) -> tuple[str, list[Stage]]:
@@ -49,17 +59,43 @@ def read_pipeline(path: str) -> tuple[str, list[Stage]]:
         raise UserFacingError(f"{path}: expected a mapping with 'out_dir' and a non-empty 'stages' list")
     stages = []
     for i, raw in enumerate(spec["stages"]):
-        unknown = set(raw) - {"name", "config", "export", "links", "overrides"}
+        unknown = set(raw) - {"name", "config", "export", "links", "overrides", "command"}
         missing = {"name", "config", "export"} - set(raw)
         if unknown or missing:
             raise UserFacingError(f"{path}: stage {i}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
         stage = Stage(**raw)
+        if stage.command not in ("fit", "test"):
+            raise UserFacingError(f"{path}: stage {stage.name!r}: command must be 'fit' or 'test', got {stage.command!r}")
         earlier = {s.name for s in stages}
         bad = {k: v for k, v in stage.links.items() if v not in earlier}
         if bad:
             raise UserFacingError(f"{path}: stage {stage.name!r} links to stages that do not come before it: {bad}")
         stages.append(stage)
     return str(spec.get("out_dir", "runs/pipeline")), stages
+
+
+def linked_config(config: str, links: dict[str, str], out_path: str) -> str:
+    """Copy ``config`` to ``out_path`` with each dotted key of ``links`` (integers index lists) set to its value."""
+    with open(config) as f:
+        cfg = yaml.safe_load(f)
+    for key, value in links.items():
+        node, parts = cfg, key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                idx = int(part)
+            elif isinstance(node, dict) and (part in node or last):
+                idx = part
+            else:
+                raise UserFacingError(f"{config}: pipeline link {key!r}: no {'.'.join(parts[:i + 1])!r} in the file")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, allow_unicode=True)
+    return out_path
 
 
 def _last_val(run_dir: str) -> str:
@@ -96,18 +132,19 @@ def run(argv: list[str]) -> int:
             print(f"[pipeline] {stage.name}: {export} exists, skipped (--force to re-run)")
             rows.append((stage, "skipped (exists)", "-"))
             continue
-        print(f"[pipeline] {stage.name}: python -m lit_propulse fit --config {stage.config} (run dir {run_dir})")
-        cli = ["fit", "--config", stage.config, "--trainer.default_root_dir", run_dir, "--trainer.logger.init_args.save_dir", run_dir]
-        for key, source in stage.links.items():
-            cli += [f"--{key}", exports[source]]
-        cli += list(stage.overrides) + list(args.overrides) + list(extra)
+        print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} --config {stage.config} (run dir {run_dir})")
+        config = stage.config
+        if stage.links:
+            config = linked_config(stage.config, {k: exports[v] for k, v in stage.links.items()}, os.path.join(run_dir, "pipeline_config.yaml"))
+        cli = [stage.command, "--config", config, "--trainer.default_root_dir", run_dir, "--trainer.logger.init_args.save_dir", run_dir]
+        cli += list(stage.overrides) + ([] if stage.command == "test" else list(args.overrides)) + list(extra)
         t0 = time.time()
         code = main(cli)
         if code != 0:
             return code
         if not os.path.isfile(export):
-            raise UserFacingError(f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback with path {stage.export!r}?")
-        rows.append((stage, f"{time.time() - t0:.0f} s", _last_val(run_dir)))
+            raise UserFacingError(f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?")
+        rows.append((stage, f"{time.time() - t0:.0f} s", _last_val(run_dir) if stage.command == "fit" else "-"))
     report = os.path.join(out_dir, "report.md")
     os.makedirs(out_dir, exist_ok=True)
     with open(report, "w") as f:
@@ -116,5 +153,13 @@ def run(argv: list[str]) -> int:
             ck = os.path.join(out_dir, stage.name, "checkpoints", "last.ckpt")
             f.write(f"| {stage.name} | `{stage.config}` | `{exports[stage.name]}` | `{ck if os.path.isfile(ck) else '-'}` | {wall} | {val} |\n")
         f.write("\nValidation panels: `<stage>/images/val_latest.png` (columns in `<stage>/images/columns.txt`).\n")
+        for stage in stages:
+            sub = os.path.join(out_dir, stage.name, "report.md")
+            if stage.command == "test" and os.path.isfile(sub):
+                with open(sub) as g:
+                    body = g.read()
+                # the evaluation's images live in its run directory: relative links from out_dir
+                body = body.replace("`grid.png`", f"![grid]({stage.name}/grid.png)\n\n`grid.png`").replace("`strip.png`", f"![strip]({stage.name}/strip.png)\n\n`strip.png`")
+                f.write(f"\n---\n\n## Stage {stage.name}: {stage.config}\n\n" + body.replace("\n# ", "\n### ").replace("\n## ", "\n### ").lstrip("# "))
     print(f"[pipeline] done: {report}")
     return 0
