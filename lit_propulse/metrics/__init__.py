@@ -1,0 +1,1 @@
+from lit_propulse.metrics.niqe import NIQE, fit_pristine_model, niqe
