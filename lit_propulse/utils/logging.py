@@ -16,14 +16,17 @@ def run_dir(trainer: pl.Trainer) -> str:
 
 
 def log_image(trainer: pl.Trainer, key: str, image: Tensor, step: int) -> None:
-    """Send a [3, H, W] image in [-1, 1] to every active logger that takes images, as uint8."""
-    img = to_uint8(image).cpu()
+    """Send a [3, H, W] image in [-1, 1] to every active logger that takes images (TensorBoard, W&B and
+    their subclasses, e.g. :class:`lit_propulse.loggers.AutoWandbLogger`), as uint8: W&B saves a float
+    image in [0, 1] black."""
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    img = to_uint8(image).cpu()  # [3, H, W] uint8
     for logger in trainer.loggers:
-        name = type(logger).__name__
-        if name == "TensorBoardLogger":
+        if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, img, global_step=step)
-        elif name == "WandbLogger":
-            logger.log_image(key=key, images=[img.permute(1, 2, 0).numpy()], step=step)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[img.permute(1, 2, 0).numpy()], step=step)  # [H, W, 3]
 
 
 def ensure_dir(path: str) -> str:

@@ -1,0 +1,147 @@
+"""Weights & Biases logging that works on a machine with no W&B account or no network.
+
+``AutoWandbLogger`` is Lightning's ``WandbLogger`` with four changes, all for running the same YAML
+everywhere (a laptop, a cluster node without internet, a W&B sweep agent):
+
+* the W&B mode is chosen when the logger is built: an explicit ``mode`` wins, else ``WANDB_MODE``,
+  else ``online`` when an API key is configured and ``offline`` when none is (the run is written
+  under ``<save_dir>/wandb/offline-run-*`` and uploaded later with ``wandb sync``). Nothing here
+  contacts the network; the key is looked up where wandb looks for it (``WANDB_API_KEY``,
+  ``WANDB_IDENTITY_TOKEN_FILE``, the ``.netrc`` entry of the W&B host);
+* the run directory is ``save_dir`` itself, as for the project's CSVLogger (``name: "", version: ""``):
+  checkpoints in ``<save_dir>/checkpoints`` (so ``--ckpt_path last`` and the pipeline find them
+  whatever the W&B run id), panels in ``<save_dir>/images``, the stage export in ``<save_dir>``;
+* the W&B run is finished when the Trainer finalizes the logger (end of fit, or failure), so runs
+  started one after another in one process (``python -m lit_propulse pipeline``) are separate W&B runs;
+* under a W&B sweep agent (``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` set) every run gets
+  ``<save_dir>/<run id>``, so the runs of a sweep do not overwrite each other's checkpoints and exports.
+
+YAML::
+
+    trainer:
+      logger:
+        class_path: lit_propulse.loggers.AutoWandbLogger
+        init_args: {save_dir: runs/ewplus, name: "", version: "", project: pro-pulse, job_type: ewplus}
+
+``--trainer.logger=pytorch_lightning.loggers.CSVLogger`` switches such a config to CSV (``save_dir``,
+``name`` and ``version`` carry over; so does the layout).
+"""
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+from urllib.parse import urlsplit
+
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+Mode = Literal["online", "offline", "disabled"]
+MODES = ("online", "offline", "disabled")
+#: values of WANDB_MODE wandb accepts beyond MODES, and what they mean
+_LEGACY_MODES = {"dryrun": "offline", "run": "online"}
+DEFAULT_HOST = "https://api.wandb.ai"
+
+
+def _netrc_path() -> Path:
+    """The .netrc file wandb reads: ``$NETRC``, else ``~/.netrc``, else ``~/_netrc``."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    unix = Path("~/.netrc").expanduser()
+    windows = Path("~/_netrc").expanduser()
+    return windows if not unix.exists() and windows.exists() else unix
+
+
+def has_api_key() -> bool:
+    """Whether wandb would find credentials for its host (``WANDB_BASE_URL``, default api.wandb.ai),
+    checked locally: ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` or a .netrc entry with a password."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
+    try:
+        creds = netrc.netrc(str(_netrc_path())).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(creds and creds[2])
+
+
+def resolve_mode(mode: Optional[str] = None) -> str:
+    """The W&B mode a run uses: ``mode`` if given, else ``WANDB_MODE`` (``dryrun`` = offline), else
+    online with an API key and offline without one. An unknown value raises ``ValueError``."""
+    if mode is not None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES} or None (automatic), got {mode!r}")
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        env = _LEGACY_MODES.get(env, env)
+        if env not in MODES:
+            raise ValueError(f"WANDB_MODE must be one of {MODES + tuple(_LEGACY_MODES)}, got {os.environ['WANDB_MODE']!r}")
+        return env
+    return "online" if has_api_key() else "offline"
+
+
+class AutoWandbLogger(WandbLogger):
+    """``WandbLogger`` that picks its mode by itself and keeps the project's run-directory layout.
+
+    Args:
+        save_dir: the run directory (W&B files in ``<save_dir>/wandb``, checkpoints in
+            ``<save_dir>/checkpoints``).
+        mode: "online", "offline" or "disabled"; None = ``WANDB_MODE`` if set, else online when an
+            API key is configured and offline when not.
+        name: W&B run name; None or "" = W&B's generated one ("" so that the YAML's ``name: ""``
+            also suits the CSVLogger the same config switches to).
+        version: W&B run id, to continue a run; None or "" = a new one.
+        project: W&B project (a sweep agent's own project wins).
+        sweep_run_subdir: under a sweep agent, write each run to ``<save_dir>/<W&B run id>``;
+            False = every run of the sweep in ``save_dir``.
+        offline: Lightning's flag, kept for compatibility: True = ``mode="offline"``.
+        **kwargs: the other ``WandbLogger`` / ``wandb.init`` arguments (``job_type``, ``group``,
+            ``tags``, ``log_model``...).
+    """
+
+    def __init__(
+        self,
+        save_dir: str = ".",
+        name: Optional[str] = None,
+        version: Optional[str] = None,
+        mode: Optional[Mode] = None,
+        project: Optional[str] = "pro-pulse",
+        sweep_run_subdir: bool = True,
+        offline: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if offline and mode not in (None, "offline"):
+            raise ValueError(f"offline=True contradicts mode={mode!r}; give mode alone")
+        self.mode = resolve_mode("offline" if offline else mode)
+        save_dir = os.fspath(save_dir)
+        if sweep_run_subdir and os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+            save_dir = os.path.join(save_dir, os.environ["WANDB_RUN_ID"])
+        # LightningCLI passes every wandb.init argument, None included: drop those, so that WandbLogger's
+        # own defaults (resume="allow") stand
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # the mode goes to wandb.init; Lightning's own offline=True would set WANDB_MODE for the whole process
+        super().__init__(save_dir=save_dir, name=name or None, version=version or None, project=project, offline=False, mode=self.mode, **kwargs)
+
+    # Lightning's ModelCheckpoint stores to <save_dir>/<name>/<version>/checkpoints; WandbLogger's name is
+    # the project and its version the (per-run) W&B id. Both empty, as in the CSVLogger configs, keep
+    # checkpoints in <save_dir>/checkpoints across runs. The W&B run name and id are unchanged.
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Finish the W&B run (WandbLogger leaves it to the end of the process, so the next WandbLogger
+        in the same process would log into it). A later use of this logger continues the same run id."""
+        super().finalize(status)
+        if self._experiment is not None and hasattr(self._experiment, "finish"):
+            self._id = self._experiment.id
+            self._wandb_init["id"] = self._id
+            self._experiment.finish(exit_code=0 if status == "success" else 1)
+            self._experiment = None
