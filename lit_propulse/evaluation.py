@@ -35,6 +35,7 @@ from torchmetrics import Metric
 from datamodules.batch import SRBatch
 from datamodules.downscale import downscale
 from lit_propulse.errors import MissingFilesError, UserFacingError
+from lit_propulse.pretrained import needs_file
 from lit_propulse.metrics.quality import (
     DownscaleConsistency,
     FIDFeatures,
@@ -116,6 +117,12 @@ class BicubicMethod(SRMethod):
         return MethodOutput(F.interpolate(batch.lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1))
 
 
+_STAGE_SOURCE = "written by that Pro-PULSE stage (python -m lit_propulse fit --config experiments/<stage>.yaml, or the pipeline)"
+
+
+@needs_file("gds", "the G_ds export (gds.pt)", _STAGE_SOURCE)
+@needs_file("encoder", "an encoder export (ew.pt or ewplus.pt)", _STAGE_SOURCE)
+@needs_file("ew", "the E_W export (ew.pt)", _STAGE_SOURCE)
 class ProPulseMethod(SRMethod):
     """Pro-PULSE (E_W+ with E_W guidance, Eq. (10)) or the E_W-only model (Eq. (4)), from stage exports.
 
@@ -148,6 +155,7 @@ class ProPulseMethod(SRMethod):
         return MethodOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()})
 
 
+@needs_file("generator", "the StyleGAN2 checkpoint PULSE searches", "the same generator Pro-PULSE uses (e.g. stylegan2-ffhq-config-f.pt in the rosinality/stylegan2-pytorch layout, or lit_propulse/data/toy_stylegan2_64.pt)")
 class PULSEMethod(SRMethod):
     """PULSE (Menon et al. 2020): one search per LR, seeded by the dataset index.
 
@@ -223,7 +231,9 @@ class MetricSuite(nn.Module):
         side_resolutions: also score the side outputs' attributes per resolution (Fig. 8a).
         niqe: compute NIQE.
         niqe_params: a pristine model (.npz); None = the published parameters packaged with lit_propulse.
-        identity: an identity network (``build_identity_net``) for the identity cosine; None = skipped.
+        identity_weights: identity-network weights for the identity cosine (ArcFace ``model_ir_se50.pth`` or
+            FaceNet's VGGFace2 file); None = skipped.
+        identity_kind: "arcface" (the paper's) or "facenet".
         lpips_weights: torchvision AlexNet weights for LPIPS; None = skipped.
         lpips_net: "alex" or "vgg" (then ``lpips_weights`` are VGG-16's).
     """
@@ -237,7 +247,8 @@ class MetricSuite(nn.Module):
         side_resolutions: bool = True,
         niqe: bool = True,
         niqe_params: str | None = None,
-        identity: nn.Module | None = None,
+        identity_weights: str | None = None,
+        identity_kind: Literal["arcface", "facenet"] = "arcface",
         lpips_weights: str | None = None,
         lpips_net: Literal["alex", "vgg"] = "alex",
     ) -> None:
@@ -254,9 +265,7 @@ class MetricSuite(nn.Module):
         self.labels: dict[str, str] = {}
         self.attr_names: list[str] = []
         self.classifier = self._load_classifier(attribute_classifier)
-        self.identity = identity.requires_grad_(False).eval() if identity is not None else None
-        if identity is None:
-            self.skipped["identity"] = "no identity network configured (metrics.identity: ArcFace/FaceNet weights)"
+        self.identity = self._load_identity(identity_weights, identity_kind)
         self.lpips_net = self._load_lpips(lpips_weights, lpips_net)
         if self.fid_kind == "inception" and inception_weights is not None:
             self._check_inception()
@@ -286,6 +295,18 @@ class MetricSuite(nn.Module):
             return None
         self.attr_names = list(getattr(net, "attr_names", None) or [f"attr{i}" for i in range(net.num_attributes)])
         return net.requires_grad_(False).eval()
+
+    def _load_identity(self, path: str | None, kind: str) -> nn.Module | None:
+        if path is None:
+            self.skipped["identity"] = "no identity weights (metrics.identity_weights: ArcFace model_ir_se50.pth or FaceNet's VGGFace2 file)"
+            return None
+        from lit_propulse.networks.feature_nets import build_identity_net
+
+        try:
+            return build_identity_net(kind, path).requires_grad_(False).eval()
+        except (MissingFilesError, UserFacingError) as e:
+            self.skipped["identity"] = f"identity network unusable: {e}"
+            return None
 
     def _load_lpips(self, path: str | None, net: str) -> nn.Module | None:
         if path is None:

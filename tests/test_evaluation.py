@@ -239,3 +239,22 @@ def test_ddp_two_processes_count_each_test_image_once(tmp_path):
     ref.update(_IdentityPlusOne("s").upsample(batch).image, batch.lr)
     assert rep["results"]["shifted"]["l_ds"] == pytest.approx(float(ref.compute()["l_ds"]), rel=1e-5)
     assert rep["results"]["shifted"]["count"] == 7
+
+
+def test_paper_eval_yaml_lists_missing_method_files_and_leaves_metric_files_to_skipping(tmp_path, capsys, monkeypatch):
+    """experiments/eval.yaml parses; without the files, `test` stops before building anything and
+    names every missing *method* file; missing metric weights are not errors (they are skipped)."""
+    from lit_propulse.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cfg = str(ROOT / "experiments" / "eval.yaml")
+    with pytest.raises(SystemExit) as info:
+        main(["test", "--config", cfg, "--print_config"])
+    assert info.value.code == 0
+    capsys.readouterr()
+    assert main(["test", "--config", cfg]) == 2
+    err = capsys.readouterr().err
+    for f in ("pretrained/stylegan2-ffhq-config-f.pt", "runs/gds/gds.pt", "runs/ew/ew.pt", "runs/ewplus/ewplus.pt"):
+        assert f in err
+    for f in ("inception", "model_ir_se50", "alexnet", "attributes.pt"):
+        assert f not in err

@@ -224,3 +224,9 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     capsys.readouterr()
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
     assert capsys.readouterr().out.count("skipped") == 4
+    # a stage killed mid-run leaves its last export but no ".done" marker: the pipeline resumes it
+    (tmp_path / "out" / "ewplus" / "ewplus.pt.done").unlink()
+    assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 3 and "ewplus: interrupted earlier, resuming from" in out
+    assert (tmp_path / "out" / "ewplus" / "ewplus.pt.done").is_file()

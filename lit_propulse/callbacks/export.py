@@ -9,8 +9,15 @@ from pytorch_lightning.utilities import rank_zero_only
 from lit_propulse.utils.logging import run_dir
 
 
+def done_marker(path: str) -> str:
+    """The file written next to an export when its stage finished training (a run killed mid-way
+    leaves the export of its last checkpoint but no marker)."""
+    return str(path) + ".done"
+
+
 class StageExport(pl.Callback):
-    """Call ``pl_module.export(path)`` at the end of training and with every checkpoint save.
+    """Call ``pl_module.export(path)`` at the end of training and with every checkpoint save; at the end
+    of training also write :func:`done_marker` (the pipeline's "this stage finished" signal).
 
     Args:
         path: file to write; relative paths are inside the run directory.
@@ -31,6 +38,18 @@ class StageExport(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._export(trainer, pl_module)
+        self._mark_done(trainer)
+
+    @rank_zero_only
+    def _mark_done(self, trainer: pl.Trainer) -> None:
+        with open(done_marker(self.resolve(trainer)), "w") as f:
+            f.write(f"global_step {trainer.global_step}\n")
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint) -> None:
         self._export(trainer, pl_module)
+
+    @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        marker = done_marker(self.resolve(trainer))
+        if os.path.isfile(marker):
+            os.remove(marker)  # training (again): not finished until on_train_end

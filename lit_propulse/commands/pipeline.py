@@ -1,6 +1,7 @@
 """``python -m lit_propulse pipeline --config experiments/toy/pipeline.yaml``: the Pro-PULSE stages in
 order (G_ds -> E_W -> E_W+), each stage's export feeding the next, exactly the ``fit`` commands a
-cluster user runs one by one. A stage whose export exists is skipped unless ``--force``. Writes
+cluster user runs one by one. A finished stage (its export and the export's ``.done`` marker exist) is skipped unless ``--force``;
+an interrupted one (a ``checkpoints/last.ckpt`` but no marker) resumes from its last checkpoint. Writes
 ``<out_dir>/report.md`` with every stage's export, checkpoint, wall time and last validation loss,
 followed by the evaluation stage's report (``command: test``: the metrics table and image grids).
 
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from lit_propulse.callbacks.export import done_marker
 from lit_propulse.cli import register_command
 from lit_propulse.errors import UserFacingError
 
@@ -128,20 +130,29 @@ def run(argv: list[str]) -> int:
     for stage in stages:
         run_dir = os.path.join(out_dir, stage.name)
         export = exports[stage.name]
-        if os.path.isfile(export) and not args.force:
+        finished = os.path.isfile(export) and (stage.command == "test" or os.path.isfile(done_marker(export)))
+        if finished and not args.force:
             print(f"[pipeline] {stage.name}: {export} exists, skipped (--force to re-run)")
             rows.append((stage, "skipped (exists)", "-"))
             continue
+        last = os.path.join(run_dir, "checkpoints", "last.ckpt")
+        resume = stage.command == "fit" and not args.force and os.path.isfile(last)
         print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} --config {stage.config} (run dir {run_dir})")
         config = stage.config
         if stage.links:
             config = linked_config(stage.config, {k: exports[v] for k, v in stage.links.items()}, os.path.join(run_dir, "pipeline_config.yaml"))
         cli = [stage.command, "--config", config, "--trainer.default_root_dir", run_dir, "--trainer.logger.init_args.save_dir", run_dir]
         cli += list(stage.overrides) + ([] if stage.command == "test" else list(args.overrides)) + list(extra)
+        if resume:  # an interrupted stage (checkpoint, no finished marker) continues where it stopped
+            print(f"[pipeline] {stage.name}: interrupted earlier, resuming from {last}")
+            cli += ["--ckpt_path", last]
         t0 = time.time()
         code = main(cli)
         if code != 0:
             return code
+        if stage.command == "fit" and os.path.isfile(export):
+            with open(done_marker(export), "w") as f:  # the fit completed (also when resumed at its end)
+                f.write("finished\n")
         if not os.path.isfile(export):
             raise UserFacingError(f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?")
         rows.append((stage, f"{time.time() - t0:.0f} s", _last_val(run_dir) if stage.command == "fit" else "-"))
