@@ -49,7 +49,9 @@ from lit_propulse.utils.images import rows_grid, save_image
 
 __all__ = [
     "BicubicMethod",
+    "EvaluationHooks",
     "EvaluationModule",
+    "ModuleMethod",
     "MethodOutput",
     "MetricSuite",
     "PULSEMethod",
@@ -221,6 +223,8 @@ class _Skipped(Exception):
 class MetricSuite(nn.Module):
     """The metrics of the evaluation, per method. Metrics whose network is missing are skipped with a reason.
 
+    Metric keys (for ``update(only=...)`` and the stages' ``val_metrics``): :attr:`keys`.
+
     Args:
         eps: ε of the success rate on L_DS (PULSE's 2e-3; its tables used 1e-3).
         fid: "inception" (Table I: torchmetrics' FID with ``inception_weights``), "attributes" (FID on
@@ -237,6 +241,8 @@ class MetricSuite(nn.Module):
         lpips_weights: torchvision AlexNet weights for LPIPS; None = skipped.
         lpips_net: "alex" or "vgg" (then ``lpips_weights`` are VGG-16's).
     """
+
+    keys: tuple[str, ...] = ("consistency", "psnr", "ssim", "fid", "niqe", "identity", "lpips", "attr_diff")
 
     def __init__(
         self,
@@ -414,22 +420,27 @@ class MetricSuite(nn.Module):
                         sides[key] = AttributeScoreDifference(self.classifier).to(sr.device)
                     sides[key].update(side.float(), downscale(gt, int(r)))
 
-    def compute(self, name: str) -> dict[str, Any]:
-        """``{"l_ds", "success_rate", "psnr", "ssim", "fid"?, "niqe"?, "identity"?, "lpips"?,
-        "attr_diff"?, "attr_diff_per_attribute"?: {attr: v}, "attr_diff_side"?: {r: v}}`` (floats)."""
+    def compute(self, name: str, only: list[str] | None = None) -> dict[str, Any]:
+        """``{"count", "l_ds", "success_rate", "psnr", "ssim", "fid"?, "niqe"?, "identity"?, "lpips"?,
+        "attr_diff"?, "attr_diff_per_attribute"?: {attr: v}, "attr_diff_side"?: {r: v}}`` (floats);
+        ``only``: the metric keys that were updated (as in :meth:`update`)."""
         m = self.per_method[name]
+        want = (lambda k: only is None or k in only)  # noqa: E731
         res: dict[str, Any] = {}
-        c = m["consistency"].compute()
-        res["count"] = int(c["count"])  # images scored (summed over processes)
-        res["l_ds"], res["success_rate"] = float(c["l_ds"]), float(c["success_rate"])
-        res["psnr"], res["ssim"] = float(m["psnr"].compute()), float(m["ssim"].compute())
+        if want("consistency"):
+            c = m["consistency"].compute()
+            res["count"] = int(c["count"])  # images scored (summed over processes)
+            res["l_ds"], res["success_rate"] = float(c["l_ds"]), float(c["success_rate"])
+        for k in ("psnr", "ssim"):
+            if want(k):
+                res[k] = float(m[k].compute())
         for k in ("fid", "niqe", "identity", "lpips"):
-            if k in m:
+            if k in m and want(k):
                 try:
                     res[k] = float(m[k].compute())
                 except (RuntimeError, ValueError) as e:  # e.g. FID on fewer than 2 images
                     self.skipped[k] = f"{k} not computable: {str(e).splitlines()[0][:150]}"
-        if "attr_diff" in m:
+        if "attr_diff" in m and want("attr_diff"):
             d = m["attr_diff"].compute()
             res["attr_diff"] = float(d["mean"])
             res["attr_diff_per_attribute"] = {a: float(v) for a, v in zip(self.attr_names, d["per_attribute"].tolist())}
@@ -489,7 +500,78 @@ def runtime_summary(per_image_s: list[float]) -> dict[str, float]:
 # The LightningModule.
 
 
-class EvaluationModule(pl.LightningModule):
+class EvaluationHooks:
+    """``on_test_start`` / ``test_step`` / ``on_test_epoch_end`` of a side-by-side evaluation, for any
+    LightningModule that provides :meth:`evaluation_methods` and :attr:`metric_suite` (the
+    :class:`EvaluationModule`, and the Pro-PULSE stage modules evaluating themselves on ``test``)."""
+
+    grid_images: int = 8
+    report_title: str = "Evaluation"
+    report_dir: str | None = None
+
+    def evaluation_methods(self) -> list[SRMethod]:
+        raise NotImplementedError
+
+    @property
+    def metric_suite(self) -> MetricSuite:
+        raise NotImplementedError
+
+    def on_test_start(self) -> None:
+        self._eval_methods = self.evaluation_methods()
+        for m in self._eval_methods:
+            self.metric_suite.add_method(m.name)
+        self._times = {m.name: [] for m in self._eval_methods}
+        self._flops: dict[str, float] = {}
+        self._grid: dict[str, Any] | None = None
+        self.metric_suite.reset()
+        for m in self._eval_methods:
+            m.prepare()
+
+    def test_step(self, batch: SRBatch, batch_idx: int) -> None:
+        n = self.grid_images
+        grid_cols: list[tuple[str, Tensor]] = [("LR", batch.lr[:n])]
+        sides: dict[int, Tensor] = {}
+        for method in self._eval_methods:
+            if method.name not in self._flops:
+                self._flops[method.name] = method.flops_per_image(batch)
+                if method.feedforward:
+                    method.upsample(batch)  # warm-up: the first call pays for allocations / kernel selection
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = method.upsample(batch)
+            _sync(self.device)
+            self._times[method.name].append((time.perf_counter() - t0) / len(batch))
+            self.metric_suite.update(method.name, out, batch)
+            if batch_idx == 0:
+                grid_cols.append((method.name, out.image[:n]))
+                if getattr(method, "show_sides", False) and out.side_images:
+                    for r, img in out.side_images.items():
+                        grid_cols.append((f"{method.name} {r}", img[:n]))
+                    sides = {r: img[:n] for r, img in out.side_images.items()}
+                    sides[batch.hr.shape[-1]] = out.image[:n]
+        if batch_idx == 0:
+            grid_cols.append(("GT", batch.hr[:n]))
+            self._grid = {"cols": [(c, t.detach().cpu()) for c, t in grid_cols], "strip": {r: t.detach().cpu() for r, t in sides.items()}, "lr": batch.lr[:n].cpu()}
+
+    def on_test_epoch_end(self) -> None:
+        results: dict[str, Any] = {}
+        for method in self._eval_methods:
+            r = self.metric_suite.compute(method.name)
+            r["runtime"] = runtime_summary(self._times[method.name])
+            r["flops_per_image"] = self._flops.get(method.name, math.nan)
+            results[method.name] = r
+            for k, v in r.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.log(f"test/{method.name}/{k}", v, sync_dist=False, rank_zero_only=True)
+        self.results = results
+        if self.trainer.is_global_zero:
+            out_dir = self.report_dir or _run_dir(self.trainer)
+            count = next(iter(results.values()))["count"]
+            write_report(out_dir, self.report_title, results, self.metric_suite.skipped, self.metric_suite.labels, count, self._grid,
+                         device=str(self.device), world_size=self.trainer.world_size)
+
+
+class EvaluationModule(EvaluationHooks, pl.LightningModule):
     """Run several SR methods on the same test images and report the papers' metrics.
 
     ``python -m lit_propulse test --config experiments/toy/eval.yaml``. Nothing is trained.
@@ -521,64 +603,32 @@ class EvaluationModule(pl.LightningModule):
         for m in methods:
             self.metrics.add_method(m.name)
         self.grid_images = grid_images
-        self.output_dir = output_dir
-        self.title = title
-        self._times: dict[str, list[float]] = {}
-        self._flops: dict[str, float] = {}
-        self._grid: dict[str, Any] | None = None
+        self.report_dir = output_dir
+        self.report_title = title
 
-    def on_test_start(self) -> None:
-        self._times = {m.name: [] for m in self.methods}
-        self._flops = {}
-        self._grid = None
-        self.metrics.reset()
-        for m in self.methods:
-            m.prepare()
+    def evaluation_methods(self) -> list[SRMethod]:
+        return list(self.methods)
 
-    def test_step(self, batch: SRBatch, batch_idx: int) -> None:
-        grid_cols: list[tuple[str, Tensor]] = [("LR", batch.lr[: self.grid_images])]
-        sides: dict[int, Tensor] = {}
-        for method in self.methods:
-            if method.name not in self._flops:
-                self._flops[method.name] = method.flops_per_image(batch)
-                if method.feedforward:
-                    method.upsample(batch)  # warm-up: the first call pays for allocations / kernel selection
-            _sync(self.device)
-            t0 = time.perf_counter()
-            out = method.upsample(batch)
-            _sync(self.device)
-            self._times[method.name].append((time.perf_counter() - t0) / len(batch))
-            self.metrics.update(method.name, out, batch)
-            if batch_idx == 0:
-                grid_cols.append((method.name, out.image[: self.grid_images]))
-                if getattr(method, "show_sides", False) and out.side_images:
-                    for r, img in out.side_images.items():
-                        grid_cols.append((f"{method.name} {r}", img[: self.grid_images]))
-                    sides = {r: img[: self.grid_images] for r, img in out.side_images.items()}
-                    sides[batch.hr.shape[-1]] = out.image[: self.grid_images]
-        if batch_idx == 0:
-            grid_cols.append(("GT", batch.hr[: self.grid_images]))
-            self._grid = {"cols": [(n, t.detach().cpu()) for n, t in grid_cols], "strip": {r: t.detach().cpu() for r, t in sides.items()}, "lr": batch.lr[: self.grid_images].cpu()}
-
-    def on_test_epoch_end(self) -> None:
-        results: dict[str, Any] = {}
-        for method in self.methods:
-            r = self.metrics.compute(method.name)
-            r["runtime"] = runtime_summary(self._times[method.name])
-            r["flops_per_image"] = self._flops.get(method.name, math.nan)
-            results[method.name] = r
-            for k, v in r.items():
-                if isinstance(v, float) and math.isfinite(v):
-                    self.log(f"test/{method.name}/{k}", v, sync_dist=False, rank_zero_only=True)
-        self.results = results
-        if self.trainer.is_global_zero:
-            out_dir = self.output_dir or _run_dir(self.trainer)
-            count = next(iter(results.values()))["count"]
-            write_report(out_dir, self.title, results, self.metrics.skipped, self.metrics.labels, count, self._grid,
-                         device=str(self.device), world_size=self.trainer.world_size)
+    @property
+    def metric_suite(self) -> MetricSuite:
+        return self.metrics
 
     def configure_optimizers(self) -> None:
         return None
+
+
+class ModuleMethod(SRMethod):
+    """A LightningModule whose ``forward(lr)`` returns a G_ds output (the Pro-PULSE stages), as an
+    SRMethod. Holds the module without registering it (no parameter cycle)."""
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        super().__init__(name)
+        self.__dict__["_module"] = module
+        self.show_sides = True
+
+    def upsample(self, batch: SRBatch) -> MethodOutput:
+        out = self._module(batch.lr)
+        return MethodOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()})
 
 
 def _run_dir(trainer: pl.Trainer) -> str:

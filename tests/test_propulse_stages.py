@@ -230,3 +230,22 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     out = capsys.readouterr().out
     assert out.count("skipped") == 3 and "ewplus: interrupted earlier, resuming from" in out
     assert (tmp_path / "out" / "ewplus" / "ewplus.pt.done").is_file()
+
+
+def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):
+    """`python -m lit_propulse test --config experiments/toy/ewplus.yaml --ckpt_path ...`: the stage scores
+    itself on the whole test split (report.json with every test image once) and validation logs the
+    configured metric subset."""
+    import json
+
+    ck = stages / "ewplus" / "ck" / "last.ckpt"
+    args = [*encoder_args("ewplus", stages), *QUIET, *DATA, *run_dir_args(tmp_path / "t")]
+    assert main(["test", "--config", str(TOY / "ewplus.yaml"), *args, "--ckpt_path", str(ck)]) == 0
+    rep = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert list(rep["results"]) == ["Pro-PULSE"] and rep["results"]["Pro-PULSE"]["count"] == 8
+    assert {"l_ds", "psnr", "ssim", "success_rate"} <= set(rep["results"]["Pro-PULSE"])
+    # validation with a metric subset
+    fit(TOY / "ew.yaml", *encoder_args("ew", tmp_path), "--model.init_args.gds.init_args.path", str(stages / "gds" / "gds.pt"),
+        "--model.init_args.val_metrics=[psnr,consistency]", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "v"))
+    rows = read_metrics(tmp_path / "v")
+    assert any(r.get("val/psnr") for r in rows) and any(r.get("val/l_ds") for r in rows)
