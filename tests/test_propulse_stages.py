@@ -249,3 +249,25 @@ def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):
         "--model.init_args.val_metrics=[psnr,consistency]", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "v"))
     rows = read_metrics(tmp_path / "v")
     assert any(r.get("val/psnr") for r in rows) and any(r.get("val/l_ds") for r in rows)
+
+
+def test_grid_runs_variants_resumably_and_collects_table_ii(stages, tmp_path, capsys):
+    """`grid` over three ablation deltas of the toy E_W+ stage: two train + evaluate, one (only_id: no
+    identity net on toy faces) fails in its row without stopping the grid; a second call trains nothing."""
+    variants = [str(ROOT / "experiments" / "ablations" / f"{v}.yaml") for v in ("without_adv", "only_id", "ewplus_direct")]
+    common = ["--model.init_args.gds.init_args.path", str(stages / "gds" / "gds.pt"), "--model.init_args.encoder.init_args.w_dim", "64",
+              "--model.init_args.ew_encoder.init_args.path", str(stages / "ew" / "ew.pt"), "--progressive.steps_per_scale", "1",
+              "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *QUIET, *DATA]
+    argv = ["grid", "--variants", *variants, "--base-dir", str(TOY), "--out", str(tmp_path / "g"), *common]
+    assert main(argv) == 1  # one variant failed
+    table = (tmp_path / "g" / "table_ii.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "variant" not in line}
+    assert set(rows) == {"without_adv", "only_id", "ewplus_direct"}
+    assert "fit failed" in rows["only_id"] and "ok" in rows["without_adv"] and "ok" in rows["ewplus_direct"]
+    with open(tmp_path / "g" / "table_ii.csv") as f:
+        ok = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    assert len(ok) == 2 and all(float(r["psnr"]) > 0 and float(r["l_ds"]) >= 0 for r in ok)
+    capsys.readouterr()
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert out.count("trained already") == 2 and "without_adv: fit" not in out
