@@ -271,3 +271,18 @@ def test_grid_runs_variants_resumably_and_collects_table_ii(stages, tmp_path, ca
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert out.count("trained already") == 2 and "without_adv: fit" not in out
+
+
+def test_ddp_spawn_two_processes_fit_then_test_count_each_image_once(stages, tmp_path):
+    """A stage under DDP (2 CPU processes, gloo; ddp_spawn because plain ddp would re-launch pytest):
+    fit, then test on the checkpoint; the test report counts every test image exactly once (8 images,
+    batch 3 per process: uneven shards, nothing padded) and files are written once (rank 0)."""
+    import json
+
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn_find_unused_parameters_true"]
+    args = [*encoder_args("ew", stages), "--data.init_args.batch_size", "3", *ddp]
+    fit(TOY / "ew.yaml", *args, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "fit"))
+    assert (tmp_path / "fit" / "ew.pt").is_file() and (tmp_path / "fit" / "checkpoints" / "last.ckpt").is_file()
+    assert main(["test", "--config", str(TOY / "ew.yaml"), *QUIET, *DATA, *args, *run_dir_args(tmp_path / "test"), "--ckpt_path", str(tmp_path / "fit" / "checkpoints" / "last.ckpt")]) == 0
+    rep = json.loads((tmp_path / "test" / "report.json").read_text())
+    assert rep["world_size"] == 2 and rep["num_images"] == 8 and rep["results"]["E_W"]["count"] == 8

@@ -47,6 +47,12 @@ class ExternalWeightsMixin:
     def _is_external(self, key: str) -> bool:
         return key.startswith(self.external_prefixes)
 
+    def setup(self, stage: str) -> None:
+        # DDP neither broadcasts nor all-reduces the frozen external networks: they are identical on
+        # every rank (loaded from the same files), and their bool buffers break gloo's broadcast
+        names = [n for n, _ in self.named_parameters()] + [n for n, _ in self.named_buffers()]
+        self._ddp_params_and_buffers_to_ignore = [n for n in names if self._is_external(n)]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self._is_external(k)}
 
@@ -245,11 +251,28 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
                 d_loss = d_loss + gp
                 logs["loss/D/gp"] = gp.detach()
             opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
+            self._critic_backward(d_loss)
             # the raw optimizer: trainer.global_step then counts encoder iterations only, as the paper does
             opt_d.optimizer.step()
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=b)
         self.log("rec", logs.get("loss/rec", total.detach()), prog_bar=True, batch_size=b)
+
+    def _critic_backward(self, d_loss: Tensor) -> None:
+        """The critic's backward. Under DDP the wrapped module's reducer serves the encoder's backward
+        (one per forward); a second reducer pass per forward desynchronises the ranks' collectives
+        (seen as a hang with gloo). So this backward runs outside the reducer and the critic's
+        gradients are averaged over processes explicitly."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1
+        if not distributed:
+            self.manual_backward(d_loss)
+            return
+        with self.trainer.strategy.block_backward_sync():
+            self.manual_backward(d_loss)
+        world = torch.distributed.get_world_size()
+        for p in self.discriminator.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(world)
 
     def validation_step(self, batch: SRBatch, batch_idx: int) -> None:
         out = self(batch.lr)
@@ -302,17 +325,30 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
         return [opt_e, torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.d_lr, betas=tuple(self.hparams.betas))]
 
 
+def _start_from_latent_avg(encoder: nn.Module, gds: DeeplySupervisedGenerator) -> None:
+    G = gds.generator
+    if not G.has_latent_avg:
+        raise ValueError("start_from_latent_avg: the generator checkpoint has no latent_avg")
+    with torch.no_grad():
+        encoder.w_offset.copy_(G.latent_avg.reshape(-1).to(encoder.w_offset))
+
+
 class EWModule(EncoderStageModule):
     """Stage E_W (Sec. III-D): w = E_W(I_LR), repeated to every layer (Eq. (4)), trained with Eq. (5).
 
     Args:
         encoder: the base encoder E_W (lit_propulse.networks.encoders.EWEncoder).
+        start_from_latent_avg: the encoder predicts an offset from the generator's mean latent
+            (``encoder.w_offset = latent_avg``; pSp's habit, not the paper's): training starts at the
+            average face instead of a random w. Our option, on in the toy configs.
         gds, loss, **kwargs: see :class:`EncoderStageModule` (discriminator, lr, d_lr, betas, ...).
     """
 
-    def __init__(self, encoder: nn.Module, gds: DeeplySupervisedGenerator, loss: EncoderLoss, **kwargs: Any) -> None:
+    def __init__(self, encoder: nn.Module, gds: DeeplySupervisedGenerator, loss: EncoderLoss, start_from_latent_avg: bool = False, **kwargs: Any) -> None:
         super().__init__(gds, loss, **kwargs)
         self.encoder = encoder
+        if start_from_latent_avg:  # a resumed run then loads the same offset from its checkpoint
+            _start_from_latent_avg(encoder, gds)
 
     def compose_ws(self, lr: Tensor) -> Tensor:
         return encode_ws(self.gds.generator, self.encoder, lr)  # Eq. (4): R_q(w), [B, num_ws, w_dim]
@@ -334,6 +370,10 @@ class EWPlusModule(EncoderStageModule):
         encoder: the scale-specific encoder E_W+ (lit_propulse.networks.encoders.EWPlusEncoder).
         ew_encoder: the trained E_W (frozen), required when guidance == "ew".
         guidance: what fills the rows E_W+ does not yet produce: "ew" (the paper) or "latent_avg".
+        init_from_ew: warm-start E_W+ from the trained E_W (:meth:`EWPlusEncoder.init_from_ew`: every
+            row starts as E_W's code, so the first scale starts from E_W's result). Our option, not
+            the paper's; on in the toy configs.
+        start_from_latent_avg: see :class:`EWModule` (ignored with ``init_from_ew``, which copies E_W's offset).
         gds, loss, **kwargs: see :class:`EncoderStageModule` (discriminator, lr, d_lr, betas, ...).
     """
 
@@ -344,9 +384,13 @@ class EWPlusModule(EncoderStageModule):
         loss: EncoderLoss,
         ew_encoder: nn.Module | None = None,
         guidance: Literal["ew", "latent_avg"] = "ew",
+        init_from_ew: bool = False,
+        start_from_latent_avg: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(gds, loss, **kwargs)
+        if init_from_ew and ew_encoder is None:
+            raise ValueError("init_from_ew needs the trained E_W (ew_encoder=...)")
         if guidance == "ew" and ew_encoder is None:
             raise ValueError("guidance='ew' needs the trained E_W (ew_encoder=...); use guidance='latent_avg' for the ablation without it")
         if guidance not in ("ew", "latent_avg"):
@@ -354,6 +398,10 @@ class EWPlusModule(EncoderStageModule):
         self.hparams["guidance"] = guidance
         self.encoder = encoder
         self.ew_encoder = None if ew_encoder is None else ew_encoder.requires_grad_(False).eval()
+        if init_from_ew:  # a resumed run then loads its own weights from the checkpoint
+            encoder.init_from_ew(self.ew_encoder)
+        elif start_from_latent_avg:
+            _start_from_latent_avg(encoder, gds)
         self.scales: list[int] = [r for r in self.gds.resolutions] + [self.gds.size]
         # the scale reached; saved in checkpoints so inference after training uses it
         self.register_buffer("active_scale", torch.tensor(self.gds.size))

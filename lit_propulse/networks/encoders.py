@@ -264,11 +264,14 @@ class EWEncoder(nn.Module):
         self.groups = nn.Sequential(*[ResidualGroup(channels, rcabs_per_group, reduction) for _ in range(num_groups)])
         self.body_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.out = OutputConvs(channels, out_channels, w_dim, rows=1)
+        # added to every code: zeros (the paper) or the generator's mean latent (start_from_latent_avg,
+        # pSp's habit): the encoder then predicts an offset from the average face
+        self.register_buffer("w_offset", torch.zeros(w_dim))
 
     def forward(self, lr: Tensor) -> Tensor:
         feat = self.head(lr)  # [B, C, 32, 32]
         feat = feat + self.body_conv(self.groups(feat))  # long skip, [B, C, 32, 32]
-        w = self.out(feat)[:, 0]  # [B, w_dim]
+        w = self.out(feat)[:, 0] + self.w_offset  # [B, w_dim]
         return w
 
     def forward_ws(self, lr: Tensor) -> Tensor:
@@ -383,6 +386,7 @@ class EWPlusEncoder(nn.Module):
                 for s, (a, b) in self.rows.items()
             }
         )
+        self.register_buffer("w_offset", torch.zeros(w_dim))  # as EWEncoder.w_offset
 
     @property
     def total_rows(self) -> int:
@@ -404,7 +408,7 @@ class EWPlusEncoder(nn.Module):
             codes.append(branch.out(branch_feat))  # [B, rows_s, w_dim]
             if self.chain_branches:
                 feat = branch_feat
-        out = torch.cat(codes, dim=1)
+        out = torch.cat(codes, dim=1) + self.w_offset
         assert out.shape[1:] == (self.rows[upto][1], self.w_dim)
         return out  # [B, num_ws_up_to(upto), w_dim]
 
@@ -426,6 +430,7 @@ class EWPlusEncoder(nn.Module):
         if len(ew_rcabs) < n:
             raise ValueError(f"E_W's groups have {len(ew_rcabs)} RCABs, E_W+'s branches need {n}")
         self.head.load_state_dict(ew.head.state_dict())
+        self.w_offset.copy_(ew.w_offset)
         src = ew.out
         for branch in self.branches.values():
             for i, rcab in enumerate(branch.rcabs):

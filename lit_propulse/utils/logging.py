@@ -10,9 +10,17 @@ from lit_propulse.utils.images import to_uint8
 
 
 def run_dir(trainer: pl.Trainer) -> str:
-    """Where a run writes its files: the logger's versioned directory, else ``default_root_dir``."""
-    d = trainer.log_dir if trainer.loggers else None
-    return d or trainer.default_root_dir
+    """Where a run writes its files: the first logger's directory (``log_dir`` of CSV/TensorBoard,
+    ``save_dir`` of others, as ``Trainer.log_dir``), else ``default_root_dir``.
+
+    Unlike ``Trainer.log_dir`` this does not broadcast, so rank-zero-only code may call it (a
+    collective on one rank only hangs DDP)."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        d = logger.log_dir if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger") else getattr(logger, "save_dir", None)
+        if d:
+            return d
+    return trainer.default_root_dir
 
 
 def log_image(trainer: pl.Trainer, key: str, image: Tensor, step: int) -> None:
