@@ -542,13 +542,13 @@ class EvaluationHooks:
             _sync(self.device)
             self._times[method.name].append((time.perf_counter() - t0) / len(batch))
             self.metric_suite.update(method.name, out, batch)
-            if batch_idx == 0:
-                grid_cols.append((method.name, out.image[:n]))
+            if batch_idx == 0:  # columns: ... | method's side outputs (low to high) | method's HR | ...
                 if getattr(method, "show_sides", False) and out.side_images:
-                    for r, img in out.side_images.items():
+                    for r, img in sorted(out.side_images.items()):
                         grid_cols.append((f"{method.name} {r}", img[:n]))
                     sides = {r: img[:n] for r, img in out.side_images.items()}
                     sides[batch.hr.shape[-1]] = out.image[:n]
+                grid_cols.append((method.name, out.image[:n]))
         if batch_idx == 0:
             grid_cols.append(("GT", batch.hr[:n]))
             self._grid = {"cols": [(c, t.detach().cpu()) for c, t in grid_cols], "strip": {r: t.detach().cpu() for r, t in sides.items()}, "lr": batch.lr[:n].cpu()}

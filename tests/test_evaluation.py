@@ -258,3 +258,38 @@ def test_paper_eval_yaml_lists_missing_method_files_and_leaves_metric_files_to_s
         assert f in err
     for f in ("inception", "model_ir_se50", "alexnet", "attributes.pt"):
         assert f not in err
+
+
+def test_identity_similarity_is_one_for_the_same_images_and_the_cosine_otherwise():
+    from lit_propulse.metrics.quality import IdentitySimilarity
+
+    class _Embed(torch.nn.Module):  # a fixed linear "identity net" on the mean colour
+        def forward(self, x):
+            return x.mean((2, 3))  # [B, 3]
+
+    b = _batch(5)
+    m = IdentitySimilarity(_Embed())
+    m.update(b.hr, b.hr)
+    assert float(m.compute()) == pytest.approx(1.0, abs=1e-6)
+    m = IdentitySimilarity(_Embed())
+    m.update(b.hr, -b.hr)  # opposite embeddings: cosine -1
+    assert float(m.compute()) == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_suite_with_the_shipped_toy_networks_scores_gt_as_perfect():
+    """The toy metric suite (shipped attribute classifier + toy NIQE model): SR = GT gives attribute
+    difference 0 (also per side resolution against DS(GT)) and a toy-FID of ~0; names are labelled."""
+    from datamodules.toy_faces import ToyFacesDataset
+
+    ds = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=24)
+    hr = torch.stack([ds[i]["hr"] for i in range(24)])
+    batch = SRBatch(hr=hr, lr=downscale(hr, 8), index=torch.arange(24))
+    suite = MetricSuite(fid="attributes", attribute_classifier=str(ROOT / "lit_propulse/data/toy_attributes_64.pt"),
+                        niqe_params=str(ROOT / "lit_propulse/data/niqe_toy_pristine.npz"))
+    assert not {"fid", "attr_diff", "niqe"} & set(suite.skipped)
+    suite.add_method("gt")
+    suite.update("gt", MethodOutput(hr, {16: downscale(hr, 16), 32: downscale(hr, 32)}), batch)
+    r = suite.compute("gt")
+    assert r["attr_diff"] == 0.0 and all(v == 0.0 for v in r["attr_diff_side"].values())
+    assert abs(r["fid"]) < 1e-2 and math.isfinite(r["niqe"]) and len(r["attr_diff_per_attribute"]) == 18
+    assert "attribute-classifier" in suite.labels["fid"]
