@@ -60,7 +60,8 @@ def progressive_state(ck: dict) -> dict:
 def test_sigkill_mid_scale_then_resume_last(stages, tmp_path):
     total = STEPS_PER_SCALE * SCALES
     configs = [TOY / "ewplus.yaml", checkpoint_every_step(tmp_path)]
-    shrink = [*encoder_args("ewplus", stages), "--model.init_args.encoder.init_args.out_channels=32",  # small checkpoints: one is written every step
+    shrink = [*encoder_args("ewplus", stages), "--model.init_args.encoder.init_args.out_channels=32", "--model.init_args.init_from_ew=false",  # (E_W is wider than this E_W+)
+                  # small checkpoints: one is written every step
               f"--progressive.steps_per_scale={STEPS_PER_SCALE}", "--trainer.limit_val_batches=0"]
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
