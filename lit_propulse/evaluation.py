@@ -500,7 +500,7 @@ def runtime_summary(per_image_s: list[float]) -> dict[str, float]:
 # The LightningModule.
 
 
-class EvaluationHooks:
+class EvaluationHooks(abc.ABC):
     """``on_test_start`` / ``test_step`` / ``on_test_epoch_end`` of a side-by-side evaluation, for any
     LightningModule that provides :meth:`evaluation_methods` and :attr:`metric_suite` (the
     :class:`EvaluationModule`, and the Pro-PULSE stage modules evaluating themselves on ``test``)."""
@@ -509,12 +509,14 @@ class EvaluationHooks:
     report_title: str = "Evaluation"
     report_dir: str | None = None
 
+    @abc.abstractmethod
     def evaluation_methods(self) -> list[SRMethod]:
-        raise NotImplementedError
+        """The methods to run on every test batch, in report order."""
 
     @property
+    @abc.abstractmethod
     def metric_suite(self) -> MetricSuite:
-        raise NotImplementedError
+        """The :class:`MetricSuite` holding every method's metric states."""
 
     def on_test_start(self) -> None:
         self._eval_methods = self.evaluation_methods()
