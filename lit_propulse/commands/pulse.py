@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from lit_propulse.commands.upsample import resolve_device
 from lit_propulse.cli import register_command
 from lit_propulse.errors import UserFacingError
 
@@ -149,16 +150,6 @@ def _read_image(path: Path) -> tuple[Tensor | None, str]:
     return uint8_to_tensor(arr), note
 
 
-def _device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as e:
-        raise UserFacingError(f"--device {spec!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserFacingError(f"--device {spec!r}: CUDA is not available on this machine")
-    return dev
 
 
 def _fmt(x: float | None) -> str:
@@ -208,7 +199,7 @@ def main(argv: Sequence[str]) -> int:
         raise UserFacingError(str(e)) from None
     in_dir, out_dir = Path(args.input), Path(args.output)
     files = _list_inputs(in_dir)
-    device = _device(args.device)
+    device = resolve_device(args.device)
 
     G = Generator.from_checkpoint(args.generator, map_location=device).eval()  # CheckpointError is user-facing
     if not args.as_lr and args.lr_size >= G.size:
