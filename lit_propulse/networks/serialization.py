@@ -3,6 +3,11 @@ with the weights, so a stage's export file rebuilds the exact network the next s
 
 Classes opt in with :func:`record_init_args`; files are ``{"format", "class", "init_args",
 "state_dict", ...}`` and load with ``torch.load(weights_only=True)``.
+
+Security: a file is data, never code. The class a file names is looked up in :data:`EXPORTABLE`, an
+explicit list of the network classes an export may build, *before* anything is imported or called;
+any other name (a function such as ``lit_propulse.cli.main``, a class that is not a network, a
+name from outside the list) is refused with one line naming the file and the class.
 """
 from __future__ import annotations
 
@@ -20,6 +25,29 @@ from lit_propulse.pretrained import needs_file
 
 FORMAT = "lit_propulse.module/1"
 
+#: The classes an export file may build: the class name stored in a file -> "module:ClassName" of
+#: the class today. A class moved to another module keeps its old stored name here as an alias, so
+#: files written before the move still load. Nothing outside this table is ever imported or called.
+EXPORTABLE: dict[str, str] = {
+    "lit_propulse.networks.encoders.EWEncoder": "lit_propulse.networks.encoders:EWEncoder",
+    "lit_propulse.networks.encoders.EWPlusEncoder": "lit_propulse.networks.encoders:EWPlusEncoder",
+    "lit_propulse.networks.attribute_classifier.AttributeClassifier": "lit_propulse.networks.attribute_classifier:AttributeClassifier",
+}
+
+
+def exportable_class(name: object, source: str) -> type:
+    """The network class registered under ``name`` in :data:`EXPORTABLE`; refuses anything else.
+
+    The name is checked against the table before any import; the class found must be an ``nn.Module``
+    that records its constructor arguments (:func:`record_init_args`)."""
+    if not isinstance(name, str) or name not in EXPORTABLE:
+        raise UserFacingError(f"{source}: refuses to build {name!r}: not one of the network classes an export may name ({', '.join(sorted(EXPORTABLE))})")
+    mod_name, _, cls_name = EXPORTABLE[name].partition(":")
+    cls = getattr(importlib.import_module(mod_name), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and getattr(cls, "_records_init_args", False)):
+        raise UserFacingError(f"{source}: refuses to build {name!r}: registered, but not a network class that records its arguments")
+    return cls
+
 
 def record_init_args(cls: type) -> type:
     """Class decorator: instances keep their constructor arguments in ``init_args`` (plain values)."""
@@ -34,6 +62,7 @@ def record_init_args(cls: type) -> type:
         self.init_args = {k: v for k, v in bound.arguments.items() if k != "self"}
 
     cls.__init__ = wrapped
+    cls._records_init_args = True
     return cls
 
 
@@ -42,9 +71,12 @@ def save_module(module: nn.Module, path: str | os.PathLike, extra: dict[str, Any
     if not hasattr(module, "init_args"):
         raise ValueError(f"{type(module).__name__} does not record its constructor arguments (decorate it with record_init_args)")
     cls = type(module)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if EXPORTABLE.get(name) != f"{cls.__module__}:{cls.__qualname__}":
+        raise ValueError(f"{name} is not in serialization.EXPORTABLE: register it there so its exports can be loaded")
     ckpt = {
         "format": FORMAT,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "class": name,
         "init_args": module.init_args,
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
@@ -66,14 +98,20 @@ def load_module(path: str | os.PathLike, expected: type | None = None, what: str
         raise UserFacingError(f"{path}: not a readable lit_propulse {what} file ({str(e).strip().splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserFacingError(f"{path}: not a lit_propulse {what} file (expected format {FORMAT!r})")
-    mod_name, _, cls_name = ckpt["class"].rpartition(".")
-    if not mod_name.startswith("lit_propulse."):
-        raise UserFacingError(f"{path}: refuses to build class {ckpt['class']!r} from outside lit_propulse")
-    cls = getattr(importlib.import_module(mod_name), cls_name)
+    cls = exportable_class(ckpt.get("class"), path)
     if expected is not None and not issubclass(cls, expected):
         raise UserFacingError(f"{path}: holds a {cls.__name__}, expected a {expected.__name__}")
-    module = cls(**ckpt["init_args"])
-    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+    init_args = ckpt.get("init_args")
+    if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
+        raise UserFacingError(f"{path}: its init_args are not a dict of named arguments")
+    try:
+        module = cls(**init_args)
+    except (TypeError, ValueError) as e:
+        raise UserFacingError(f"{path}: cannot build {cls.__name__} from its stored arguments ({e})") from None
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise UserFacingError(f"{path}: has no state_dict of tensors")
+    missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserFacingError(f"{path}: state dict does not match {cls.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return module
