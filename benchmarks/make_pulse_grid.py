@@ -11,11 +11,11 @@ import argparse
 
 import torch
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import ToyFacesDataset
 from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.pulse import PULSE
-from lit_propulse.utils.images import rows_grid, save_image
+from lit_propulse.core.images import rows_grid, save_image
 
 
 def main() -> None:

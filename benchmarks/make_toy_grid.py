@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import TOY_ATTRIBUTES, render_toy_face, sample_toy_factors, toy_attributes
 
 

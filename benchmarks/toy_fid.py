@@ -14,7 +14,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from datamodules.toy_faces import ToyFacesDataset
 from lit_propulse.metrics.quality import FIDFeatures
-from lit_propulse.networks.serialization import load_module
+from lit_propulse.core.weights import load_module
 from lit_propulse.networks.stylegan2 import Generator
 
 

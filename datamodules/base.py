@@ -3,7 +3,7 @@
 Subclasses (toy faces, image folders, CelebA-HQ, FFHQ) only implement
 :meth:`SRDataModule.build_dataset`, returning a map-style dataset whose items are
 ``{"hr": [3, H, W], "lr": [3, h, w], "index": int, "name": str, "attrs": [A] | None}``; every loader
-collates them into a :class:`~datamodules.batch.SRBatch`. Splits are ``"train"`` and ``"test"``;
+collates them into a :class:`~lit_propulse.core.batch.SRBatch`. Splits are ``"train"`` and ``"test"``;
 validation runs on the first ``val_subset`` test items.
 
 Samplers and DDP (checked against pytorch-lightning 2.6, ``trainer/connectors/data_connector.py``):
@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from datamodules.batch import collate_sr
+from lit_propulse.core.batch import collate_sr
 
 SPLITS = ("train", "test")
 

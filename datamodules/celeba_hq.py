@@ -35,7 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_warn
 
-from datamodules.folder import IMAGE_EXTENSIONS, FileSRDataModule, SplitFiles, list_images
+from datamodules.folder import FileSRDataModule, SplitFiles
+from lit_propulse.core.images import IMAGE_EXTENSIONS, list_images
 
 __all__ = [
     "CELEBA_HQ_SPLIT_SIZES",

@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
+from lit_propulse.core.seeding import seed_generator
 
 __all__ = [
     "GaussianNoise",
@@ -40,7 +40,6 @@ __all__ = [
     "Degradation",
     "degrade_lr",
     "motion_blur_kernel",
-    "seed_generator",
     "std255_to_sigma",
 ]
 
@@ -48,15 +47,6 @@ __all__ = [
 def std255_to_sigma(std: float) -> float:
     """Convert a noise std on the 0..255 scale (as in PULSE Fig. 6) to [-1, 1] image units."""
     return float(std) / 127.5
-
-
-def seed_generator(*keys: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded from a tuple of integers (e.g. ``(seed, index)``).
-
-    The keys are mixed with ``numpy.random.SeedSequence`` so nearby keys give unrelated streams.
-    """
-    state = np.random.SeedSequence([int(k) % (1 << 64) for k in keys]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def _check_image(img: Tensor, who: str) -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datamodules.folder import IMAGE_EXTENSIONS, FileSRDataModule, SplitFiles, list_images
+from datamodules.folder import FileSRDataModule, SplitFiles
+from lit_propulse.core.images import IMAGE_EXTENSIONS, list_images
 
 __all__ = ["FFHQ_SIZE", "FFHQDataModule", "ffhq_split_files", "find_ffhq_images"]
 

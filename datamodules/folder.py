@@ -30,7 +30,6 @@ from __future__ import annotations
 import abc
 import csv
 import os
-import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,14 +37,31 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.base import SPLITS, SRDataModule
-from datamodules.degradations import Degradation, degrade_lr, seed_generator
+from lit_propulse.core.errors import BadImageError
+from lit_propulse.core.images import (
+    IMAGE_EXTENSIONS,
+    AlphaMode,
+    BadFile,
+    ImageInfo,
+    NonSquare,
+    ScanMode,
+    check_image,
+    format_bad_files,
+    list_images,
+    load_square_rgb,
+    make_square,
+    natural_key,
+    square_side,
+    to_rgb,
+    uint8_to_tensor,
+)
+from datamodules.degradations import Degradation
+from datamodules.prepare import PreparedDataset, is_prepared, prepare_datasets
+from datamodules.items import check_attrs, check_degradations, check_sizes, make_item
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -68,41 +84,12 @@ __all__ = [
     "uint8_to_tensor",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 
 OnBadImage = Literal["error", "skip"]
-ScanMode = Literal["full", "header"]
-NonSquare = Literal["center_crop", "pad"]
-AlphaMode = Literal["white", "drop"]
 
 
 # ----------------------------------------------------------------------------------------------
 # Listing
-
-
-def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key that orders digit runs numerically: ``2.jpg < 10.jpg``, ``00001/x < 00010/x``."""
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
-
-
-def list_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, exclude_dirs: Sequence[str] = ()) -> list[str]:
-    """All image files under ``root`` (recursive), as relative POSIX paths in natural order.
-
-    Extensions match case-insensitively; hidden files and folders (``.name``) are skipped, as are
-    top-level folders named in ``exclude_dirs``. Raises FileNotFoundError if ``root`` is missing.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
-    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        rel_dir = Path(dirpath).relative_to(root)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (rel_dir == Path(".") and d in exclude_dirs)]
-        for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(exts):
-                out.append((rel_dir / f).as_posix())
-    return sorted(out, key=natural_key)
 
 
 def split_by_fraction(names: Sequence[str], test_fraction: float) -> tuple[list[str], list[str]]:
@@ -141,169 +128,8 @@ def match_files(names: Sequence[str], root: str | Path, extensions: Sequence[str
 # Checking
 
 
-@dataclass(frozen=True)
-class BadFile:
-    """A file that cannot be used, with a human-readable reason."""
-
-    path: str
-    reason: str
-
-
-class BadImageError(RuntimeError):
-    """One or more image files cannot be read; ``bad`` lists every one with its reason."""
-
-    def __init__(self, message: str, bad: Sequence[BadFile] = ()) -> None:
-        super().__init__(message)
-        self.bad = list(bad)
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """Header facts of a good image: ``size`` = (width, height) as stored, PIL ``mode``."""
-
-    size: tuple[int, int]
-    mode: str
-
-
-def _jpeg_has_eoi(path: str) -> bool:
-    """A complete JPEG ends with the EOI marker FF D9 (maybe followed by padding)."""
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        n = f.tell()
-        f.seek(max(0, n - 64))
-        tail = f.read()
-    return b"\xff\xd9" in tail
-
-
-def check_image(path: str | Path, scan_mode: ScanMode = "full") -> ImageInfo | BadFile:
-    """Check one file; return its :class:`ImageInfo` or a :class:`BadFile` with the reason.
-
-    ``scan_mode="header"``: ``Image.verify()`` (PNG: all chunk CRCs, so truncation and bit rot are
-    caught without inflating; JPEG / WebP: headers only) plus a check that a JPEG ends with its EOI
-    marker (catches truncated JPEGs). About 0.1-0.5 ms per 1024² file.
-    ``scan_mode="full"``: additionally decodes the whole image (JPEG with DCT scaling via
-    ``draft``, which still reads every entropy-coded byte), catching corrupt compressed data too.
-    About 3 ms (JPEG) / 12 ms (PNG) per 1024² file on one core; the scan uses threads.
-    """
-    p = str(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        return BadFile(p, "file does not exist")
-    except OSError as e:
-        return BadFile(p, f"cannot stat: {e.strerror or e}")
-    if st.st_size == 0:
-        return BadFile(p, "empty file (0 bytes)")
-    try:
-        with open(p, "rb") as f:
-            f.read(1)
-    except PermissionError:
-        return BadFile(p, "unreadable: permission denied")
-    except OSError as e:
-        return BadFile(p, f"unreadable: {e.strerror or e}")
-    try:
-        with Image.open(p) as im:
-            fmt, size, mode = im.format, im.size, im.mode
-            im.verify()
-    except UnidentifiedImageError:
-        return BadFile(p, "not an image (PIL cannot identify the format)")
-    except Image.DecompressionBombError as e:
-        return BadFile(p, f"too large to decode safely ({e})")
-    except Exception as e:  # noqa: BLE001 - every PIL failure is a reason to report
-        return BadFile(p, f"corrupt or truncated ({type(e).__name__}: {e})")
-    if fmt == "JPEG" and not _jpeg_has_eoi(p):
-        return BadFile(p, "truncated JPEG (no end-of-image marker)")
-    if scan_mode == "full":
-        try:
-            with Image.open(p) as im:
-                if im.format == "JPEG":
-                    im.draft(im.mode, (64, 64))
-                im.load()
-        except Exception as e:  # noqa: BLE001
-            return BadFile(p, f"corrupt or truncated, full decode failed ({type(e).__name__}: {e})")
-    elif scan_mode != "header":
-        raise ValueError(f"scan_mode must be 'full' or 'header', got {scan_mode!r}")
-    return ImageInfo(size=size, mode=mode)
-
-
-def format_bad_files(bad: Sequence[BadFile]) -> str:
-    """One line per bad file: ``  path: reason``."""
-    return "\n".join(f"  {b.path}: {b.reason}" for b in bad)
-
-
 # ----------------------------------------------------------------------------------------------
 # Conversion
-
-
-def to_rgb(img: Image.Image, alpha: AlphaMode = "white") -> Image.Image:
-    """Any PIL image -> 8-bit RGB (see the module docstring for each mode)."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(img).astype(np.float64)
-        a = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)  # 0..65535 -> 0..255
-        return Image.fromarray(a, mode="L").convert("RGB")
-    if mode == "F":
-        raise ValueError("32-bit float images (mode F) have no defined range; convert them to 8 or 16 bit first")
-    if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        mode = img.mode
-        if mode == "RGB":
-            return img
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        if alpha == "drop":
-            return rgba.convert("RGB")
-        if alpha != "white":
-            raise ValueError(f"alpha must be 'white' or 'drop', got {alpha!r}")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, CMYK (naive, no ICC), YCbCr, LAB, HSV
-
-
-def make_square(img: Image.Image, non_square: NonSquare = "center_crop") -> Image.Image:
-    """Center-crop to the shorter side, or pad (black, centred) to the longer side."""
-    w, h = img.size
-    if w == h:
-        return img
-    if non_square == "center_crop":
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        return img.crop((left, top, left + s, top + s))
-    if non_square == "pad":
-        s = max(w, h)
-        out = Image.new(img.mode, (s, s), 0)
-        out.paste(img, ((s - w) // 2, (s - h) // 2))
-        return out
-    raise ValueError(f"non_square must be 'center_crop' or 'pad', got {non_square!r}")
-
-
-def square_side(size: tuple[int, int], non_square: NonSquare) -> int:
-    """Side of the square :func:`make_square` makes from a (width, height) image."""
-    return min(size) if non_square == "center_crop" else max(size)
-
-
-def load_square_rgb(path: str | Path, size: int | None, non_square: NonSquare = "center_crop", alpha: AlphaMode = "white") -> np.ndarray:
-    """Read ``path`` -> RGB -> square -> ``size`` (None = keep); returns uint8 ``[size, size, 3]``."""
-    with Image.open(path) as im:
-        im.load()
-        img = ImageOps.exif_transpose(im)
-        img = make_square(to_rgb(img, alpha), non_square)
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
-    arr = np.array(img, dtype=np.uint8)  # a writable copy
-    assert arr.shape[2] == 3, arr.shape
-    return arr
-
-
-def uint8_to_tensor(arr: np.ndarray) -> Tensor:
-    """uint8 ``[H, W, 3]`` -> float ``[3, H, W]`` in [-1, 1] (0 -> -1, 255 -> 1)."""
-    assert arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8, (arr.shape, arr.dtype)
-    if not arr.flags.writeable:  # e.g. a row of a read-only memmap
-        arr = np.array(arr)
-    t = torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
-    return t.div_(127.5).sub_(1.0)  # [3, H, W], contiguous (faster DS, flips and collation)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,7 +249,7 @@ class ImageFolderDataset(Dataset):
         degradation_seed: int | None = 0,
     ) -> None:
         super().__init__()
-        _check_sizes(hr_size, lr_size)
+        check_sizes(hr_size, lr_size)
         if non_square not in ("center_crop", "pad"):
             raise ValueError(f"non_square must be 'center_crop' or 'pad', got {non_square!r}")
         if alpha not in ("white", "drop"):
@@ -437,9 +263,9 @@ class ImageFolderDataset(Dataset):
         self.lr_names: list[str | None] | None = None
         if self.lr_root is not None:
             self.lr_names = list(lr_names) if lr_names is not None else list(self.names)
-        self.attrs, self.attr_names = _check_attrs(attrs, attr_names, len(self.names))
+        self.attrs, self.attr_names = check_attrs(attrs, attr_names, len(self.names))
         self.non_square, self.alpha = non_square, alpha
-        self.degradations = _check_degradations(degradations, lr_from_disk=self.lr_root is not None)
+        self.degradations = check_degradations(degradations, lr_from_disk=self.lr_root is not None)
         self.degradation_seed = degradation_seed
 
     # -- scanning ----------------------------------------------------------------------------
@@ -551,56 +377,6 @@ class ImageFolderDataset(Dataset):
         return make_item(self, int(i), self.load_hr_uint8(int(i)), self.load_lr_uint8(int(i)))
 
 
-def make_item(ds: Any, i: int, hr_u8: np.ndarray, lr_u8: np.ndarray | None) -> dict[str, Any]:
-    """Build the item dict shared by the folder and prepared datasets (``ds`` provides
-    ``names, lr_size, degradations, degradation_seed, attrs``)."""
-    hr = uint8_to_tensor(hr_u8)  # [3, H, W]
-    gen = None
-    if len(ds.degradations) and ds.degradation_seed is not None:
-        gen = seed_generator(ds.degradation_seed, zlib.crc32(ds.names[i].encode("utf-8")))
-    if lr_u8 is None:
-        lr = degrade_lr(hr[None], ds.lr_size, ds.degradations, generator=gen)[0]  # [3, h, w]
-    else:
-        lr = uint8_to_tensor(lr_u8)
-        for d in ds.degradations:  # only "after_ds" ones are allowed with LR files
-            lr = d(lr, generator=gen)
-    return {
-        "hr": hr,
-        "lr": lr,
-        "attrs": None if ds.attrs is None else torch.from_numpy(np.asarray(ds.attrs[i], dtype=np.float32)),
-        "index": i,
-        "name": ds.names[i],
-    }
-
-
-def _check_sizes(hr_size: int, lr_size: int) -> None:
-    if int(hr_size) <= 0 or int(lr_size) <= 0:
-        raise ValueError(f"hr_size and lr_size must be positive, got hr_size={hr_size}, lr_size={lr_size}")
-    if int(lr_size) > int(hr_size):
-        raise ValueError(f"lr_size={lr_size} must not exceed hr_size={hr_size} (DS only shrinks)")
-
-
-def _check_attrs(attrs: np.ndarray | None, attr_names: Sequence[str] | None, n: int) -> tuple[np.ndarray | None, list[str] | None]:
-    if attrs is None:
-        return None, (list(attr_names) if attr_names is not None else None)
-    attrs = np.asarray(attrs, dtype=np.float32)
-    if attrs.ndim != 2 or attrs.shape[0] != n:
-        raise ValueError(f"attrs must be [N={n}, A], got shape {attrs.shape}")
-    if attr_names is None or len(attr_names) != attrs.shape[1]:
-        raise ValueError(f"attr_names must name the {attrs.shape[1]} attribute columns, got {attr_names}")
-    return attrs, list(attr_names)
-
-
-def _check_degradations(degradations: Sequence[Degradation] | None, lr_from_disk: bool) -> list[Degradation]:
-    degs = list(degradations or [])
-    for d in degs:
-        if not isinstance(d, Degradation):
-            raise ValueError(f"degradations must be Degradation modules, got {type(d).__name__}")
-        if lr_from_disk and d.where == "before_ds" and len(d):
-            raise ValueError("a 'before_ds' degradation cannot be applied when LR images are read from lr_root (no DS runs)")
-    return degs
-
-
 # ----------------------------------------------------------------------------------------------
 # DataModules
 
@@ -662,7 +438,7 @@ class FileSRDataModule(SRDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_sizes(hr_size, lr_size)
+        check_sizes(hr_size, lr_size)
         for name, value, allowed in (
             ("on_bad_image", on_bad_image, ("error", "skip")),
             ("scan_mode", scan_mode, ("full", "header")),
@@ -676,7 +452,7 @@ class FileSRDataModule(SRDataModule):
         self.hr_size, self.lr_size = int(hr_size), int(lr_size)
         self.on_bad_image, self.scan_mode = on_bad_image, scan_mode
         self.non_square, self.alpha = non_square, alpha
-        self.degradations = _check_degradations(degradations, lr_from_disk=False)
+        self.degradations = check_degradations(degradations, lr_from_disk=False)
         self.degradation_seed = degradation_seed
         self.prepared_dir = prepared_dir
         self.scan_threads = scan_threads
@@ -748,7 +524,6 @@ class FileSRDataModule(SRDataModule):
         (scanned here, i.e. during ``setup``)."""
         split = self._check_split(split)
         if self.prepared_dir is not None:
-            from datamodules.prepare import PreparedDataset
 
             return PreparedDataset(
                 self.prepared_dir,
@@ -765,7 +540,6 @@ class FileSRDataModule(SRDataModule):
 
     def prepare(self, overwrite: bool = False, num_threads: int | None = None) -> Path:
         """Scan every split and write the prepared memmaps to ``prepared_dir``; returns the index path."""
-        from datamodules.prepare import prepare_datasets
 
         if self.prepared_dir is None:
             raise ValueError("prepare() needs prepared_dir (the output folder)")
@@ -774,7 +548,6 @@ class FileSRDataModule(SRDataModule):
 
     def prepare_data(self) -> None:
         """Lightning hook (rank 0): write ``prepared_dir`` on the first run; no-op otherwise."""
-        from datamodules.prepare import is_prepared
 
         if self.prepared_dir is not None and not is_prepared(self.prepared_dir):
             self.prepare()

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SRDataModule
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 
 
 class GeneratorSamplesDataset(Dataset):

@@ -32,8 +32,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
+from datamodules.base import SRDataModule
 from datamodules.degradations import Degradation
-from datamodules.folder import ImageFolderDataset, _check_degradations, _check_sizes, make_item
+from datamodules.items import check_degradations, check_sizes, make_item
 
 __all__ = ["PREPARED_VERSION", "INDEX_FILE", "PreparedDataset", "prepare_datasets", "is_prepared", "main"]
 
@@ -60,7 +61,7 @@ def _write_array(path: Path, n: int, side: int, load: Any, num_threads: int) -> 
 
 
 def prepare_datasets(
-    datasets: Mapping[str, ImageFolderDataset],
+    datasets: Mapping[str, Any],  # split -> ImageFolderDataset
     prepared_dir: str | Path,
     fingerprint: Mapping[str, Any],
     num_threads: int | None = None,
@@ -158,7 +159,7 @@ class PreparedDataset(Dataset):
         fingerprint: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check_sizes(hr_size, lr_size)
+        check_sizes(hr_size, lr_size)
         self.prepared_dir = Path(prepared_dir)
         index = read_index(self.prepared_dir)
         if fingerprint is not None:
@@ -177,7 +178,7 @@ class PreparedDataset(Dataset):
         self._lr_file = None if entry["lr_file"] is None else str(self.prepared_dir / entry["lr_file"])
         self.attr_names = entry["attr_names"]
         self.attrs = None if entry["attrs"] is None else np.asarray(entry["attrs"], dtype=np.float32)
-        self.degradations = _check_degradations(degradations, lr_from_disk=self._lr_file is not None)
+        self.degradations = check_degradations(degradations, lr_from_disk=self._lr_file is not None)
         self.degradation_seed = degradation_seed
         self._hr: np.ndarray | None = None
         self._lr: np.ndarray | None = None
@@ -216,17 +217,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m datamodules.prepare --config cfg.yaml [--overwrite] [--threads N]``."""
     from jsonargparse import ArgumentParser as JAParser
 
-    from datamodules.folder import FileSRDataModule
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="YAML with a `data:` section (LightningCLI config) or a bare class_path/init_args")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing prepared directory")
     ap.add_argument("--threads", type=int, default=None, help="decoding threads (default: CPU cores)")
     args = ap.parse_args(argv)
     parser = JAParser(exit_on_error=False)
-    parser.add_subclass_arguments(FileSRDataModule, "data")
+    parser.add_subclass_arguments(SRDataModule, "data")
     cfg = parser.parse_object({"data": _load_data_section(args.config)})
     dm = parser.instantiate(cfg)["data"]
+    if not hasattr(dm, "prepare"):
+        raise ValueError(f"{args.config!r}: {type(dm).__name__} reads no image files, so there is nothing to prepare")
     if dm.prepared_dir is None:
         raise ValueError(f"{args.config!r}: set data.init_args.prepared_dir to the output folder")
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ The factors mirror CelebA attributes where they correspond (``Eyeglasses``, ``We
 eyeglass frames at 64²) can be studied without downloading a face data set. The geometry is in
 canvas-relative units, so the same ``(seed, index)`` gives the same face at 64² and 256².
 
-:class:`ToyFacesDataset` serves HR/LR pairs (LR = ``DS(HR)``, :mod:`datamodules.downscale`) with a
+:class:`ToyFacesDataset` serves HR/LR pairs (LR = ``DS(HR)``, :mod:`lit_propulse.core.downscale`) with a
 split fixed by render index; :class:`ToyFacesDataModule` wraps it in :class:`~datamodules.base.SRDataModule`.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SRDataModule
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 
 log = logging.getLogger(__name__)
 

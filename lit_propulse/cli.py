@@ -14,7 +14,7 @@ from typing import Callable
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 
 #: extra top-level commands: name -> (one-line help, entry point taking argv)
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {}
@@ -42,8 +42,8 @@ class ProPulseCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Stop before building anything when any registered pretrained file is missing: list them all."""
-        from lit_propulse.errors import MissingFilesError
-        from lit_propulse.pretrained import missing_files
+        from lit_propulse.core.errors import MissingFilesError
+        from lit_propulse.core.files import missing_files
 
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
         missing = missing_files(cfg.as_dict() if hasattr(cfg, "as_dict") else cfg)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lit_propulse.utils.images import make_grid, resize_nearest
+from lit_propulse.core.images import make_grid, resize_nearest
 
 DIRECTION_SUFFIXES = (".npy", ".pt", ".pth")
 

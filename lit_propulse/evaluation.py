@@ -22,7 +22,6 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -32,10 +31,11 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics import Metric
 
-from datamodules.batch import SRBatch
-from datamodules.downscale import downscale
-from lit_propulse.errors import MissingFilesError, UserFacingError
-from lit_propulse.pretrained import needs_file
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.batch import SRBatch
+from lit_propulse.core.downscale import downscale
+from lit_propulse.core.errors import MissingFilesError, UserFacingError
+from lit_propulse.core.files import needs_file
 from lit_propulse.metrics.quality import (
     DownscaleConsistency,
     FIDFeatures,
@@ -45,14 +45,13 @@ from lit_propulse.metrics.quality import (
     to_unit,
 )
 from lit_propulse.pulse import PULSEConfig
-from lit_propulse.utils.images import rows_grid, save_image
+from lit_propulse.core.images import rows_grid, save_image
 
 __all__ = [
     "BicubicMethod",
     "EvaluationHooks",
     "EvaluationModule",
     "ModuleMethod",
-    "MethodOutput",
     "MetricSuite",
     "PULSEMethod",
     "ProPulseMethod",
@@ -63,14 +62,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------
 # Methods.
-
-
-@dataclass
-class MethodOutput:
-    """image: [B, 3, H, W] in [-1, 1]; side_images: {r: [B, 3, r, r]} (Pro-PULSE's side outputs, else {})."""
-
-    image: Tensor
-    side_images: dict[int, Tensor] = field(default_factory=dict)
 
 
 class SRMethod(nn.Module, abc.ABC):
@@ -93,7 +84,7 @@ class SRMethod(nn.Module, abc.ABC):
         """Once before the first batch, on the evaluation device (e.g. PULSE's Gaussian fit)."""
 
     @abc.abstractmethod
-    def upsample(self, batch: SRBatch) -> MethodOutput:
+    def upsample(self, batch: SRBatch) -> ImageOutput:
         """SR of ``batch.lr`` at the size of ``batch.hr``; may use ``batch.index`` (seeds), never ``batch.hr``'s pixels."""
 
     def flops_per_image(self, batch: SRBatch) -> float:
@@ -114,9 +105,9 @@ class BicubicMethod(SRMethod):
     def __init__(self, name: str = "bicubic") -> None:
         super().__init__(name)
 
-    def upsample(self, batch: SRBatch) -> MethodOutput:
+    def upsample(self, batch: SRBatch) -> ImageOutput:
         size = batch.hr.shape[-2:]
-        return MethodOutput(F.interpolate(batch.lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1))
+        return ImageOutput(F.interpolate(batch.lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1))
 
 
 _STAGE_SOURCE = "written by that Pro-PULSE stage (python -m lit_propulse fit --config experiments/<stage>.yaml, or the pipeline)"
@@ -152,9 +143,9 @@ class ProPulseMethod(SRMethod):
         self.upsampler = ProPulseUpsampler.from_files(gds, encoder, ew=ew, guidance=guidance)
         self.show_sides = show_sides
 
-    def upsample(self, batch: SRBatch) -> MethodOutput:
+    def upsample(self, batch: SRBatch) -> ImageOutput:
         out = self.upsampler(batch.lr.float())
-        return MethodOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()})
+        return ImageOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()})
 
 
 @needs_file("generator", "the StyleGAN2 checkpoint PULSE searches", "the same generator Pro-PULSE uses (e.g. stylegan2-ffhq-config-f.pt in the rosinality/stylegan2-pytorch layout, or lit_propulse/data/toy_stylegan2_64.pt)")
@@ -193,10 +184,10 @@ class PULSEMethod(SRMethod):
             self.pulse.gaussian_fit.std.copy_(fit.std.to(G.latent_avg.device))
         self._ready = True
 
-    def upsample(self, batch: SRBatch) -> MethodOutput:
+    def upsample(self, batch: SRBatch) -> ImageOutput:
         self.prepare()
         res = self.pulse.sample(batch.lr, 1, keys=[int(i) for i in batch.index.tolist()])
-        return MethodOutput(res.image.clamp(-1, 1))
+        return ImageOutput(res.image.clamp(-1, 1))
 
     def flops_per_image(self, batch: SRBatch) -> float:
         """``steps`` x (forward + backward counted as 2x forward) of one search step (Sec. IV-C)."""
@@ -292,7 +283,7 @@ class MetricSuite(nn.Module):
         if path is None:
             self.skipped["attr_diff"] = "no attribute classifier (metrics.attribute_classifier: attributes.pt, written by experiments/toy/attributes.yaml or experiments/attributes.yaml)"
             return None
-        from lit_propulse.networks.serialization import load_module
+        from lit_propulse.core.weights import load_module
 
         try:
             net = load_module(path, what="attribute classifier")
@@ -382,7 +373,7 @@ class MetricSuite(nn.Module):
         self.side_attr[name] = nn.ModuleDict()
 
     # -- update / compute -------------------------------------------------------------------------
-    def update(self, name: str, out: MethodOutput, batch: SRBatch, only: list[str] | None = None) -> None:
+    def update(self, name: str, out: ImageOutput, batch: SRBatch, only: list[str] | None = None) -> None:
         """Add one batch of ``name``'s outputs. ``only`` restricts to some metric keys (validation subsets)."""
         self.add_method(name)
         m = self.per_method[name]
@@ -467,7 +458,7 @@ class _InceptionFID(Metric):
         self.fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=weights)
 
     def update(self, imgs: Tensor, real: bool) -> None:
-        from lit_propulse.utils.images import to_uint8
+        from lit_propulse.core.images import to_uint8
 
         self.fid.update(to_uint8(imgs), real=real)
 
@@ -628,13 +619,13 @@ class ModuleMethod(SRMethod):
         self.__dict__["_module"] = module
         self.show_sides = True
 
-    def upsample(self, batch: SRBatch) -> MethodOutput:
+    def upsample(self, batch: SRBatch) -> ImageOutput:
         out = self._module(batch.lr)
-        return MethodOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()})
+        return ImageOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()})
 
 
 def _run_dir(trainer: pl.Trainer) -> str:
-    from lit_propulse.utils.logging import run_dir
+    from lit_propulse.loggers import run_dir
 
     return run_dir(trainer)
 

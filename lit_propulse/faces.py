@@ -23,7 +23,7 @@ crops downscaled with DS. A photo therefore goes through
    eye centres and mouth corners from dlib's 68 points (means of the eye contours, points 48/54);
    MTCNN gives them directly. Resampling: when the quad is much larger than the output the image is
    first shrunk by an integer factor (as FFHQ does) with the project's antialiased bicubic
-   :func:`~datamodules.downscale.downscale`; the quad is then sampled bilinearly on a grid about one
+   :func:`~lit_propulse.core.downscale.downscale`; the quad is then sampled bilinearly on a grid about one
    source pixel apart (``size·k``) and reduced to ``size`` with the same ``downscale``, so the crop
    is antialiased at any scale. Outside the photo the crop is filled by reflection (FFHQ pads by
    reflection too, then blurs and fades the padding; that fade is not reproduced);
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 
 #: the 5 landmarks, in MTCNN's order; left / right are the image's (eye_left = the subject's right eye)
 LANDMARK_NAMES: tuple[str, ...] = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")

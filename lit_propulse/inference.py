@@ -5,20 +5,20 @@
 one the training modules use (:func:`encode_ws`), so inference and training cannot drift apart.
 
     up = ProPulseUpsampler.from_files("runs/toy/gds/gds.pt", "runs/toy/ewplus/ewplus.pt", ew="runs/toy/ew/ew.pt")
-    out = up(lr)        # UpsampleOutput(image [B,3,H,W], side_images {r: [B,3,r,r]}, ws [B,num_ws,w_dim])
+    out = up(lr)        # ImageOutput(image [B,3,H,W], side_images {r: [B,3,r,r]}, ws [B,num_ws,w_dim])
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.errors import UserFacingError
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder, compose_wplus
-from lit_propulse.networks.serialization import load_module
+from lit_propulse.core.weights import load_module
 from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator, load_gds
 
 Guidance = Literal["ew", "latent_avg"]
@@ -53,16 +53,6 @@ def encode_ws(
         return compose_wplus(wplus, base.to(wplus.dtype), G.num_ws)
     w = encoder(lr)  # [B, w_dim]
     return G.to_ws(w)  # [B, num_ws, w_dim]
-
-
-@dataclass
-class UpsampleOutput:
-    """image: [B, 3, H, W] in [-1, 1] (raw generator range); side_images: {r: [B, 3, r, r]} for every
-    side-output resolution; ws: [B, num_ws, w_dim] the w+ that produced them (for editing)."""
-
-    image: Tensor
-    side_images: dict[int, Tensor]
-    ws: Tensor
 
 
 class ProPulseUpsampler(nn.Module):
@@ -114,12 +104,12 @@ class ProPulseUpsampler(nn.Module):
             raise ValueError(f"expected LR [B, 3, {self.lr_size}, {self.lr_size}], got {tuple(lr.shape)}")
         return encode_ws(self.gds.generator, self.encoder, lr, self.scale, self.ew_encoder, self.guidance)
 
-    def render(self, ws: Tensor) -> UpsampleOutput:
+    def render(self, ws: Tensor) -> ImageOutput:
         """w+ [B, num_ws, w_dim] -> final image and every side output (the editing path)."""
         out = self.gds(ws, noise=self.noise)
-        return UpsampleOutput(out.image, dict(out.side_images), ws)
+        return ImageOutput(out.image, dict(out.side_images), ws)
 
-    def forward(self, lr: Tensor) -> UpsampleOutput:
+    def forward(self, lr: Tensor) -> ImageOutput:
         return self.render(self.encode(lr))
 
     @classmethod

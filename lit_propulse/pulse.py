@@ -38,12 +38,12 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lit_propulse.core.seeding import mix_seed
 from lit_propulse.losses.pulse import PULSELoss
 from lit_propulse.networks.stylegan2 import Generator, synthesis_layout
 
@@ -61,7 +61,6 @@ __all__ = [
     "SuccessRate",
     "default_cache_dir",
     "group_success_rates",
-    "item_seed",
     "lr_factor",
     "mapping_fingerprint",
     "noise_resolutions",
@@ -86,14 +85,6 @@ NoiseMode = Literal["trainable", "fixed", "zero"]
 
 # ----------------------------------------------------------------------------------------------
 # Seeds, schedule, spheres.
-
-
-def item_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (e.g. ``(seed, image key, sample)``), mixed by NumPy's
-    SeedSequence so nearby keys give unrelated streams. Each batch item is initialised from its own
-    seed, so a result does not depend on which batch the item was in."""
-    state = np.random.SeedSequence([int(k) % (1 << 64) for k in keys]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def lr_factor(schedule: LRSchedule, step: int, steps: int) -> float:
@@ -407,7 +398,7 @@ class PULSEConfig:
         tile_latent: one latent for every layer (no GEOCROSS needed) instead of one per w+ row.
         noise: noise handling (:class:`NoiseConfig`).
         loss: loss terms and weights (:class:`PULSELossConfig`).
-        seed: base seed of the initialisations (each item's own seed is :func:`item_seed` of it).
+        seed: base seed of the initialisations (each item's own seed is :func:`mix_seed` of it).
         gaussian_fit_samples: z samples for the Gaussian fit (100k; the official code used 1M).
         gaussian_fit_seed: seed of those samples.
     """
@@ -588,7 +579,7 @@ class PULSE(nn.Module):
 
         Args:
             lr: [B, 3, h, w] LR inputs in [-1, 1], square, h <= the generator's size.
-            seeds: one initialisation seed per item; None = ``item_seed(config.seed, i)`` for
+            seeds: one initialisation seed per item; None = ``mix_seed(config.seed, i)`` for
                 i in range(B).
             clean_lr: [B, 3, h, w] the clean LR when ``lr`` is degraded (Sec. 5): the result then
                 also reports L_DS against it (``loss_clean``).
@@ -601,7 +592,7 @@ class PULSE(nn.Module):
         if clean_lr is not None and clean_lr.shape != lr.shape:
             raise ValueError(f"clean_lr {tuple(clean_lr.shape)} must have the shape of lr {tuple(lr.shape)}")
         batch = lr.shape[0]
-        seeds = [item_seed(cfg.seed, i) for i in range(batch)] if seeds is None else [int(s) for s in seeds]
+        seeds = [mix_seed(cfg.seed, i) for i in range(batch)] if seeds is None else [int(s) for s in seeds]
         if len(seeds) != batch:
             raise ValueError(f"got {len(seeds)} seeds for a batch of {batch}")
         device = G.latent_avg.device
@@ -682,14 +673,14 @@ class PULSE(nn.Module):
     ) -> PULSEResult:
         """One-to-many (Sec. 4.4): ``num_samples`` searches per LR from different initial latents
         and noise maps. Item ``i * num_samples + s`` of the result is sample s of LR i, seeded by
-        ``item_seed(config.seed, keys[i], s)`` (keys default to range(B); pass stable per-image keys,
+        ``mix_seed(config.seed, keys[i], s)`` (keys default to range(B); pass stable per-image keys,
         e.g. dataset indices, to make a sample independent of batching)."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         keys = list(range(lr.shape[0])) if keys is None else [int(k) for k in keys]
         if len(keys) != lr.shape[0]:
             raise ValueError(f"got {len(keys)} keys for {lr.shape[0]} LR images")
-        seeds = [item_seed(self.config.seed, k, s) for k in keys for s in range(num_samples)]
+        seeds = [mix_seed(self.config.seed, k, s) for k in keys for s in range(num_samples)]
         rep = lambda t: None if t is None else t.repeat_interleave(num_samples, dim=0)  # noqa: E731
         return self.forward(rep(lr), seeds=seeds, clean_lr=rep(clean_lr), on_step=on_step)
 

@@ -14,12 +14,12 @@ from torch import Tensor, nn
 
 from datamodules.toy_faces import TOY_ATTRIBUTES, render_toy_face
 from lit_propulse.cli import main
-from lit_propulse.errors import MissingFilesError
+from lit_propulse.core.errors import MissingFilesError
 from lit_propulse.metrics.attributes import AttributeScoreDifference, attribute_score_difference
 from lit_propulse.modules.attribute_module import AttributeClassifierModule
 from lit_propulse.networks.attribute_classifier import AttributeClassifier, load_attribute_classifier
-from lit_propulse.networks.serialization import save_module
-from lit_propulse.pretrained import missing_files
+from lit_propulse.core.weights import save_module
+from lit_propulse.core.files import missing_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_YAML = ROOT / "experiments" / "toy" / "attributes.yaml"

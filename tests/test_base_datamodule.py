@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from datamodules.base import EvalSampler, HFlipDataset, SRDataModule, TrainSampler, flip_bits
-from datamodules.batch import SRBatch
-from datamodules.downscale import downscale
+from lit_propulse.core.batch import SRBatch
+from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import TOY_ATTRIBUTES, ToyFacesDataModule
 
 SMALL = dict(hr_size=16, lr_size=4, num_train=10, num_test=7, cache="memory", batch_size=4)

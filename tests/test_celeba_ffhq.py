@@ -15,7 +15,7 @@ from datamodules.celeba_hq import (
     read_celeba_hq_attrs,
 )
 from datamodules.ffhq import FFHQDataModule
-from datamodules.folder import BadImageError
+from lit_propulse.core.errors import BadImageError
 
 HR, LR = 16, 4
 ATTRS = [f"Attr_{k}" for k in range(40)]

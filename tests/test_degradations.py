@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from lit_propulse.core.seeding import seed_generator
 from datamodules.degradations import (
     Degradation,
     GaussianNoise,
@@ -13,10 +14,9 @@ from datamodules.degradations import (
     SaltPepper,
     degrade_lr,
     motion_blur_kernel,
-    seed_generator,
     std255_to_sigma,
 )
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 
 
 def _img(b: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:

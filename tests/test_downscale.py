@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.downscale import DS, downscale
+from lit_propulse.core.downscale import DS, downscale
 
 INTEGER_FACTORS = [(64, 16), (128, 16), (1024, 16), (256, 32), (48, 16)]
 NON_INTEGER = [(100, 30), (64, 63), (50, 16)]

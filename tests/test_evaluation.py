@@ -12,12 +12,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from datamodules.batch import SRBatch
-from datamodules.downscale import downscale
-from lit_propulse.evaluation import BicubicMethod, EvaluationModule, MethodOutput, MetricSuite, ProPulseMethod, SRMethod
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.batch import SRBatch
+from lit_propulse.core.downscale import downscale
+from lit_propulse.evaluation import BicubicMethod, EvaluationModule, MetricSuite, ProPulseMethod, SRMethod
 from lit_propulse.metrics.quality import DownscaleConsistency, FIDFeatures, psnr_ssim_metrics, to_unit
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.networks.serialization import save_module
+from lit_propulse.core.weights import save_module
 from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def test_inception_fid_from_a_weights_file(tmp_path, monkeypatch):
     assert "fid" not in suite.skipped
     suite.add_method("a")
     x = _batch(8, 64, 8).hr
-    suite.update("a", MethodOutput(x), SRBatch(hr=x, lr=downscale(x, 8), index=torch.arange(8)))
+    suite.update("a", ImageOutput(x), SRBatch(hr=x, lr=downscale(x, 8), index=torch.arange(8)))
     assert abs(suite.compute("a")["fid"]) < 1e-2
 
 
@@ -128,7 +129,7 @@ def test_missing_weights_are_skipped_with_a_reason(tmp_path):
     assert "nope.pth" in suite.skipped["fid"] and "alex" in suite.skipped["lpips"]
     suite.add_method("m")
     b = _batch(4)
-    suite.update("m", MethodOutput(b.hr), b)
+    suite.update("m", ImageOutput(b.hr), b)
     r = suite.compute("m")
     assert "fid" not in r and "lpips" not in r and (math.isinf(r["psnr"]) or r["psnr"] > 50)
 
@@ -199,9 +200,9 @@ def test_cli_test_writes_the_side_by_side_report(exports, tmp_path):
 class _IdentityPlusOne(SRMethod):
     """HR shifted by a per-image constant: L_DS known per image, so a duplicated image changes the mean."""
 
-    def upsample(self, batch: SRBatch) -> MethodOutput:
+    def upsample(self, batch: SRBatch) -> ImageOutput:
         shift = (batch.index.float() * 0.02)[:, None, None, None]
-        return MethodOutput(batch.hr + shift)
+        return ImageOutput(batch.hr + shift)
 
 
 def _free_port() -> int:
@@ -288,7 +289,7 @@ def test_suite_with_the_shipped_toy_networks_scores_gt_as_perfect():
                         niqe_params=str(ROOT / "lit_propulse/data/niqe_toy_pristine.npz"))
     assert not {"fid", "attr_diff", "niqe"} & set(suite.skipped)
     suite.add_method("gt")
-    suite.update("gt", MethodOutput(hr, {16: downscale(hr, 16), 32: downscale(hr, 32)}), batch)
+    suite.update("gt", ImageOutput(hr, {16: downscale(hr, 16), 32: downscale(hr, 32)}), batch)
     r = suite.compute("gt")
     assert r["attr_diff"] == 0.0 and all(v == 0.0 for v in r["attr_diff_side"].values())
     assert abs(r["fid"]) < 1e-2 and math.isfinite(r["niqe"]) and len(r["attr_diff_per_attribute"]) == 18

@@ -12,9 +12,9 @@ from PIL import Image
 
 import lit_propulse.cli
 from lit_propulse.cli import main
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 from lit_propulse.networks.encoders import EWEncoder
-from lit_propulse.networks.serialization import EXPORTABLE, FORMAT, load_module, record_init_args, save_module
+from lit_propulse.core.weights import EXPORTABLE, FORMAT, load_module, record_init_args, save_module
 from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator
 
 TINY_G = dict(size=64, style_dim=32, n_mlp=1, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
@@ -37,7 +37,7 @@ def spy(monkeypatch):
     "cls",
     [
         "lit_propulse.cli.main",  # the reported exploit
-        "lit_propulse.networks.serialization.save_module",  # any function under the package
+        "lit_propulse.core.weights.save_module",  # any function under the package
         "lit_propulse.networks.stylegan2.Generator",  # a real network class, but not an export's
         "lit_propulse.networks.encoders.EWEncoder.__init__",
         "builtins.eval",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_propulse.errors import MissingFilesError, UserFacingError
+from lit_propulse.core.errors import MissingFilesError, UserFacingError
 from lit_propulse.networks.feature_nets import (
     PSP_FACE_CROP,
     ArcFaceIdentity,

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.batch import collate_sr
+from lit_propulse.core.batch import collate_sr
 from datamodules.degradations import Degradation, GaussianNoise, MotionBlur
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 from datamodules.folder import (
     BadImageError,
     ImageFolderDataset,
@@ -145,7 +145,7 @@ def locked(monkeypatch: pytest.MonkeyPatch):
                     raise PermissionError(13, "Permission denied", str(file))
                 return real_open(file, *a, **k)
 
-            monkeypatch.setattr("datamodules.folder.open", fake_open, raising=False)
+            monkeypatch.setattr("lit_propulse.core.images.open", fake_open, raising=False)
 
     yield lock
 

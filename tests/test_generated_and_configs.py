@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 from datamodules.generated import GeneratorSamplesDataModule, GeneratorSamplesDataset
 from lit_propulse.cli import main
 from lit_propulse.networks.stylegan2 import load_generator

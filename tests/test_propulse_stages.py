@@ -13,7 +13,7 @@ import torch
 from lit_propulse.callbacks.progressive import ProgressiveScaleCallback
 from lit_propulse.cli import main
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.networks.serialization import load_module
+from lit_propulse.core.weights import load_module
 from lit_propulse.networks.stylegan2 import load_gds, num_ws_up_to
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
     assert main(argv) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"face{i}{suffix}.png" for i in range(3) for suffix in ("", "_lr", "_r16", "_r32"))
-    from lit_propulse.utils.images import load_image
+    from lit_propulse.core.images import load_image
 
     assert load_image(out / "face0.png").shape == (3, 64, 64) and load_image(out / "face0_r16.png").shape == (3, 16, 16)
 

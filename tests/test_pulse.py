@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.batch import SRBatch, collate_sr
-from datamodules.downscale import downscale
+from lit_propulse.core.batch import SRBatch, collate_sr
+from lit_propulse.core.downscale import downscale
 from lit_propulse.cli import main as cli_main
 from lit_propulse.losses.pulse import DownscaleLoss, GeoCross, PULSELoss, geocross, pairwise_angles
 from lit_propulse.networks.stylegan2 import Generator
@@ -28,7 +28,7 @@ from lit_propulse.pulse import (
     noise_resolutions,
     project_to_sphere,
 )
-from lit_propulse.utils.images import load_image, save_image
+from lit_propulse.core.images import load_image, save_image
 
 FIX = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
 

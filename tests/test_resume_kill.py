@@ -13,12 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
 from lit_propulse.networks.encoders import EWPlusEncoder
-from lit_propulse.networks.serialization import load_module
+from lit_propulse.core.weights import load_module
 from lit_propulse.networks.stylegan2 import num_ws_up_to
 
 from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args, fit, read_metrics, run_dir_args, stages  # noqa: F401 (stages: fixture)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import (
     TOY_ATTRIBUTES,
     ToyFaceFactors,

@@ -14,17 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.downscale import downscale
-from datamodules.folder import uint8_to_tensor
+from lit_propulse.core.downscale import downscale
+from lit_propulse.core.images import uint8_to_tensor
 from datamodules.toy_faces import render_toy_face, sample_toy_factors
 from lit_propulse.cli import main
 from lit_propulse.editing import edit_grid, edit_ws, layer_direction, load_direction, render_edits
 from lit_propulse.faces import Face, FaceDetector, align_face, crop_quad, ffhq_quad, ffhq_template, select_faces, source_to_crop
 from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.networks.serialization import save_module
+from lit_propulse.core.weights import save_module
 from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator
-from lit_propulse.utils.images import load_image
+from lit_propulse.core.images import load_image
 
 SIZE, LR, W_DIM = 64, 8, 32
 TINY_G = dict(size=SIZE, style_dim=W_DIM, n_mlp=1, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})

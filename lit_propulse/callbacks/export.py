@@ -6,7 +6,7 @@ import os
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from lit_propulse.utils.logging import run_dir
+from lit_propulse.loggers import run_dir
 
 
 def done_marker(path: str) -> str:

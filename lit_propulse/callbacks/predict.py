@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from lit_propulse.utils.images import save_image
+from lit_propulse.core.images import save_image
 
 
 class SidePredictionWriter(BasePredictionWriter):

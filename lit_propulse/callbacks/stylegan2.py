@@ -8,8 +8,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from lit_propulse.utils.images import make_grid, save_image
-from lit_propulse.utils.logging import ensure_dir, log_image, run_dir
+from lit_propulse.core.images import make_grid, save_image
+from lit_propulse.loggers import ensure_dir, log_image, run_dir
 
 
 class GeneratorSnapshot(pl.Callback):

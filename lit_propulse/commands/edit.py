@@ -37,7 +37,7 @@ from lit_propulse.commands.upsample import (
     load_upsampler,
     resolve_device,
 )
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 
 
 def parse_strengths(text: str) -> list[float]:
@@ -101,7 +101,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 @register_command("edit", "semantic editing (Fig. 9): w+ + s*direction rendered at every resolution, one grid per image")
 def main(argv: Sequence[str]) -> int:
     from lit_propulse.editing import edit_grid, layer_direction, load_direction, render_edits
-    from lit_propulse.utils.images import save_image
+    from lit_propulse.core.images import save_image
 
     args = build_parser().parse_args(_join_negative_values(list(argv)))
     check_input_arguments(args)

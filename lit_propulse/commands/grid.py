@@ -25,7 +25,7 @@ import yaml
 
 from lit_propulse.callbacks.export import done_marker
 from lit_propulse.cli import register_command
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 
 #: report.json keys shown in Table II, with their column titles
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -39,7 +39,7 @@ import yaml
 
 from lit_propulse.callbacks.export import done_marker
 from lit_propulse.cli import register_command
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 
 
 @dataclass

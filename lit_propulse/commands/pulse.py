@@ -33,7 +33,7 @@ from torch import Tensor
 
 from lit_propulse.commands.upsample import resolve_device
 from lit_propulse.cli import register_command
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_inputs(folder: Path) -> list[Path]:
-    from datamodules.folder import natural_key
+    from lit_propulse.core.images import natural_key
 
     if not folder.exists():
         raise UserFacingError(f"--input {str(folder)!r} does not exist")
@@ -137,7 +137,7 @@ def _list_inputs(folder: Path) -> list[Path]:
 
 def _read_image(path: Path) -> tuple[Tensor | None, str]:
     """[3, s, s] in [-1, 1] (centre-cropped to a square, as the data pipeline does) or (None, reason)."""
-    from datamodules.folder import BadFile, check_image, load_square_rgb, uint8_to_tensor
+    from lit_propulse.core.images import BadFile, check_image, load_square_rgb, uint8_to_tensor
 
     info = check_image(path, scan_mode="full")
     if isinstance(info, BadFile):
@@ -159,8 +159,9 @@ def _fmt(x: float | None) -> str:
 @register_command("pulse", "PULSE baseline: latent-space search for HR images that downscale to each LR")
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    from datamodules.degradations import degrade_lr, seed_generator
-    from datamodules.downscale import downscale
+    from datamodules.degradations import degrade_lr
+    from lit_propulse.core.seeding import mix_seed, seed_generator
+    from lit_propulse.core.downscale import downscale
     from lit_propulse.losses.pulse import downscale_l2
     from lit_propulse.networks.stylegan2 import Generator
     from lit_propulse.pulse import (
@@ -169,10 +170,9 @@ def main(argv: Sequence[str]) -> int:
         PULSEConfig,
         PULSELossConfig,
         group_success_rates,
-        item_seed,
         read_groups_csv,
     )
-    from lit_propulse.utils.images import save_image
+    from lit_propulse.core.images import save_image
 
     for flag, value, low in (("--samples", args.samples, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
                              ("--save-steps", args.save_steps, 0), ("--lr-size", args.lr_size, 1), ("--fit-samples", args.fit_samples, 2)):
@@ -273,7 +273,7 @@ def main(argv: Sequence[str]) -> int:
             batch = group[i : i + args.batch_size]
             lr = torch.stack([b.lr for b in batch]).to(device)
             clean_lr = torch.stack([b.clean_lr for b in batch]).to(device) if degradations else None
-            seeds = [item_seed(args.seed, b.key, b.sample) for b in batch]
+            seeds = [mix_seed(args.seed, b.key, b.sample) for b in batch]
             on_step = None
             if args.save_steps:
                 def on_step(st, batch=batch):  # noqa: ANN001 - PULSEStep

@@ -4,7 +4,7 @@ For every image of ``--input`` (png/jpg/jpeg/webp, not recursive):
 
 * default: detect faces with MTCNN (:mod:`lit_propulse.faces`), keep the largest (``--faces largest``)
   or every one (``--faces all``) with probability >= ``--min-prob``, align each FFHQ-style to the
-  generator's size, and make the LR with the project's ``DS`` (:func:`~datamodules.downscale.downscale`);
+  generator's size, and make the LR with the project's ``DS`` (:func:`~lit_propulse.core.downscale.downscale`);
 * ``--as-lr``: no detection; the whole image (centre-cropped to a square) is the LR, brought to the
   model's LR size with ``DS`` when larger (an aligned face crop or an LR);
 
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from lit_propulse.cli import register_command
-from lit_propulse.errors import UserFacingError
+from lit_propulse.core.errors import UserFacingError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: export file names a pipeline / stage run directory holds, directly or in <stage>/<stage>.pt
@@ -137,7 +137,7 @@ def load_upsampler(args: argparse.Namespace, device: torch.device) -> tuple[Any,
 
 
 def list_inputs(folder: str | os.PathLike) -> list[Path]:
-    from datamodules.folder import natural_key
+    from lit_propulse.core.images import natural_key
 
     d = Path(folder)
     if not d.exists():
@@ -209,7 +209,7 @@ def read_rgb(path: Path) -> tuple[Tensor | None, str]:
     import numpy as np
     from PIL import Image, ImageOps
 
-    from datamodules.folder import BadFile, check_image, to_rgb, uint8_to_tensor
+    from lit_propulse.core.images import BadFile, check_image, to_rgb, uint8_to_tensor
 
     info = check_image(path, scan_mode="full")
     if isinstance(info, BadFile):
@@ -255,7 +255,7 @@ class InputPreparer:
         self.names: set[str] = set()
 
     def __call__(self, path: Path) -> tuple[Record, list[Item]]:
-        from datamodules.downscale import downscale
+        from lit_propulse.core.downscale import downscale
 
         rec = Record(str(path))
         stem = path.stem
@@ -281,7 +281,7 @@ class InputPreparer:
         return self._faces(rec, img.to(self.device), stem)
 
     def _faces(self, rec: Record, img: Tensor, stem: str) -> tuple[Record, list[Item]]:
-        from datamodules.downscale import downscale
+        from lit_propulse.core.downscale import downscale
         from lit_propulse.faces import align_face, select_faces
 
         found = self.detector(img)
@@ -337,7 +337,7 @@ def batched(items: Iterator[tuple[Record, list[Item]]], batch_size: int) -> Iter
 
 def write_outputs(out_dir: Path, item: Item, image: Tensor, side: dict[int, Tensor], size: int) -> list[str]:
     """Write one result; returns the files written (relative to ``out_dir``)."""
-    from lit_propulse.utils.images import rows_grid, save_image
+    from lit_propulse.core.images import rows_grid, save_image
 
     d = out_dir / item.name
     files: dict[str, Tensor] = {"hr.png": image}
@@ -416,7 +416,7 @@ def main(argv: Sequence[str]) -> int:
             "size": up.size, "lr_size": up.lr_size, "side_resolutions": list(up.gds.resolutions),
             "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces,
             "min_prob": None if args.as_lr else args.min_prob, "alignment": None if args.as_lr else "ffhq (MTCNN eye centres and mouth corners)",
-            "lr_from": "DS (antialiased bicubic, datamodules.downscale)", "panel_columns": _panel_columns(up, args.as_lr),
+            "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up, args.as_lr),
         },
         "summary": summary,
         "inputs": [r.as_dict() for r in records],

@@ -13,7 +13,7 @@
 Norms: the papers' ||.||^2 divided by the element count S_r (Eq. (2)) is the mean squared error per
 element; we use that normalisation for Eq. (2), (3) and (6) alike (Eq. (6) prints no 1/S_r, but the
 unnormalised sum would weight scales by their pixel count, against the 1/N average the equation
-takes). Every term is averaged over the batch. All downscaling is :func:`datamodules.downscale.downscale`.
+takes). Every term is averaged over the batch. All downscaling is :func:`lit_propulse.core.downscale.downscale`.
 """
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules.downscale import downscale
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.downscale import downscale
 from lit_propulse.losses.gan import WGANGeneratorLoss
-from lit_propulse.networks.stylegan2 import GdsOutput
 
 
 class SidePixelLoss(nn.Module):
     """Eq. (2): 1/M sum_r MSE(I_o^r, DS_r(I_o^final)) over the M side outputs. The target is detached:
     the branches learn to match the frozen generator's image, not the reverse."""
 
-    def forward(self, out: GdsOutput) -> Tensor:
+    def forward(self, out: ImageOutput) -> Tensor:
         final = out.image.detach().float()
         terms = [F.mse_loss(img.float(), downscale(final, r)) for r, img in out.side_images.items()]
         return torch.stack(terms).mean()
@@ -47,7 +47,7 @@ class SidePerceptualLoss(nn.Module):
         super().__init__()
         self.vgg = vgg
 
-    def forward(self, out: GdsOutput) -> Tensor:
+    def forward(self, out: ImageOutput) -> Tensor:
         final = out.image.detach().float()
         terms = []
         for r, img in out.side_images.items():
@@ -75,7 +75,7 @@ class GdsLoss(nn.Module):
         self.pix = SidePixelLoss()
         self.pp = SidePerceptualLoss(vgg) if lambda_pp > 0 else None
 
-    def forward(self, out: GdsOutput) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, out: ImageOutput) -> tuple[Tensor, dict[str, Tensor]]:
         logs = {"loss/gds/pix": self.pix(out)}
         total = logs["loss/gds/pix"]
         if self.pp is not None:
@@ -97,13 +97,13 @@ class MultiScaleReconstructionLoss(nn.Module):
         super().__init__()
         self.use_side_outputs = use_side_outputs
 
-    def per_scale(self, out: GdsOutput, lr: Tensor) -> dict[int, Tensor]:
+    def per_scale(self, out: ImageOutput, lr: Tensor) -> dict[int, Tensor]:
         """MSE against the LR for each output scale r' (for logging per scale)."""
         scales = out.all_scales() if self.use_side_outputs else {out.image.shape[-1]: out.image}
         lr = lr.float()
         return {r: F.mse_loss(downscale(img.float(), lr.shape[-1]), lr) for r, img in scales.items()}
 
-    def forward(self, out: GdsOutput, lr: Tensor) -> Tensor:
+    def forward(self, out: ImageOutput, lr: Tensor) -> Tensor:
         return torch.stack(list(self.per_scale(out, lr).values())).mean()
 
 
@@ -165,7 +165,7 @@ class EncoderLoss(nn.Module):
     def needs_discriminator(self) -> bool:
         return self.weights["adv"] > 0
 
-    def forward(self, out: GdsOutput, lr: Tensor, gt: Tensor, fake_logits: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, out: ImageOutput, lr: Tensor, gt: Tensor, fake_logits: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """out: G_ds output for the batch; lr: [B, 3, l, l] inputs; gt: [B, 3, H, W] ground truth;
         fake_logits: D(out.image) [B, 1], required when lambda_adv > 0."""
         terms: dict[str, Tensor] = {}

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from datamodules.downscale import downscale
+from lit_propulse.core.downscale import downscale
 
 __all__ = ["DownscaleLoss", "GeoCross", "PULSELoss", "downscale_l2", "geocross", "pairwise_angles"]
 
@@ -33,7 +33,7 @@ def downscale_l2(sr_lr: Tensor, lr: Tensor) -> Tensor:
 class DownscaleLoss(nn.Module):
     """L_DS of PULSE Eq. (8) with p = 2, per image (see the module docstring for units).
 
-    The output is downscaled with the project's one ``DS`` (:func:`datamodules.downscale.downscale`)
+    The output is downscaled with the project's one ``DS`` (:func:`lit_propulse.core.downscale.downscale`)
     to the LR's own size, so the loss is measured with the operator that made the LR.
     """
 

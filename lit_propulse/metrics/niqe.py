@@ -50,8 +50,8 @@ from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric
 
-from datamodules.folder import list_images
-from lit_propulse.pretrained import needs_file
+from lit_propulse.core.images import list_images
+from lit_propulse.core.files import needs_file
 
 PRISTINE_PARAMS = Path(__file__).resolve().parent.parent / "data" / "niqe_pris_params.npz"
 PRISTINE_BLOCK_SIZE = 96  # the block size of the packaged parameters (their file does not store it)

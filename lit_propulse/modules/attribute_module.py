@@ -23,9 +23,9 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy, MultilabelAUROC
 
-from datamodules.batch import SRBatch
+from lit_propulse.core.batch import SRBatch
 from lit_propulse.networks.attribute_classifier import AttributeClassifier
-from lit_propulse.networks.serialization import save_module
+from lit_propulse.core.weights import save_module
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:

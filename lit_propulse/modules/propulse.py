@@ -21,18 +21,15 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from datamodules.batch import SRBatch
-from datamodules.downscale import downscale
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.batch import SRBatch
+from lit_propulse.core.downscale import downscale
 from lit_propulse.losses.gan import WGANDiscriminatorLoss
 from lit_propulse.losses.propulse import EncoderLoss, GdsLoss, GradientPenalty
-from lit_propulse.evaluation import EvaluationHooks, MethodOutput, MetricSuite, ModuleMethod, SRMethod
+from lit_propulse.evaluation import EvaluationHooks, MetricSuite, ModuleMethod, SRMethod
 from lit_propulse.inference import encode_ws
-from lit_propulse.networks.serialization import save_module
-from lit_propulse.networks.stylegan2 import (
-    DeeplySupervisedGenerator,
-    Discriminator,
-    GdsOutput,
-)
+from lit_propulse.core.weights import save_module
+from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Discriminator
 
 
 class ExternalWeightsMixin:
@@ -217,7 +214,7 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
             raise ValueError(f"precision {self.trainer.precision!r} is not supported with the WGAN critic; use bf16-mixed or 32-true")
 
     # -- shared -----------------------------------------------------------------------------------
-    def forward(self, lr: Tensor) -> GdsOutput:
+    def forward(self, lr: Tensor) -> ImageOutput:
         """Upsample: LR [B, 3, l, l] -> G_ds output (final image + side outputs)."""
         return self.gds(self.compose_ws(lr), noise=self.hparams.noise)
 
@@ -281,7 +278,7 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
         logs["val/loss/rec"] = torch.stack(list(per_scale.values())).mean()
         self.log_dict(logs, batch_size=len(batch), sync_dist=True)
         if self.val_metrics:
-            self.evaluation.update("val", MethodOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()}), batch, only=self.val_metrics)
+            self.evaluation.update("val", ImageOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()}), batch, only=self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_metrics or "val" not in self.evaluation.per_method:

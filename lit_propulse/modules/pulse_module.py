@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from datamodules.batch import SRBatch
+from lit_propulse.core.batch import SRBatch
 from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.pulse import GaussianFit, PULSE, PULSEConfig, PULSEResult, SuccessRate
 

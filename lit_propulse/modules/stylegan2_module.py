@@ -11,14 +11,13 @@ minibatches carry the regulariser), so its intervals are arguments here rather t
 from __future__ import annotations
 
 import copy
-import math
 import random
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from datamodules.batch import SRBatch
+from lit_propulse.core.batch import SRBatch
 from lit_propulse.losses.gan import NonSaturatingLoss, PathLengthPenalty, R1Penalty
 from lit_propulse.networks.augment import AdaptiveAugment
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
@@ -95,7 +94,8 @@ class StyleGAN2Module(pl.LightningModule):
 
     @torch.no_grad()
     def _init_from(self, path: str) -> None:
-        from lit_propulse.networks.stylegan2 import CheckpointError, load_checkpoint_file
+        from lit_propulse.core.errors import CheckpointError
+        from lit_propulse.networks.stylegan2 import load_checkpoint_file
 
         ckpt = load_checkpoint_file(path)
         missing = [k for k in ("g", "g_ema", "d") if k not in ckpt]

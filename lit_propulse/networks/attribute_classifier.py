@@ -11,7 +11,7 @@ Architecture (:class:`AttributeClassifier`):
 
 1. Input [B, 3, image_size, image_size] in [-1, 1]. When ``input_size < image_size`` it is first
    resized to ``input_size`` with the project's ``DS`` (antialiased bicubic,
-   :func:`datamodules.downscale.downscale`), so a 256² CelebA-HQ classifier can work at 128².
+   :func:`lit_propulse.core.downscale.downscale`), so a 256² CelebA-HQ classifier can work at 128².
 2. Stem: 3x3 conv -> BN -> ReLU, ``channels`` wide, at ``input_size``.
 3. One stage per resolution ``input_size, input_size/2, ..., FINAL_RESOLUTION`` (8): ``blocks``
    basic residual blocks (3x3 conv-BN-ReLU-3x3 conv-BN + skip, ReLU); the first block of every
@@ -34,10 +34,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from datamodules.downscale import downscale
-from lit_propulse.errors import MissingFilesError
-from lit_propulse.networks.serialization import load_module, record_init_args
-from lit_propulse.pretrained import needs_file
+from lit_propulse.core.downscale import downscale
+from lit_propulse.core.errors import MissingFilesError
+from lit_propulse.core.weights import load_module, record_init_args
+from lit_propulse.core.files import needs_file
 
 __all__ = [
     "FINAL_RESOLUTION",

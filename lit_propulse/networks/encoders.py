@@ -41,7 +41,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_propulse.networks.serialization import record_init_args
+from lit_propulse.core.weights import record_init_args
 from lit_propulse.networks.stylegan2 import num_ws_up_to
 
 __all__ = [

@@ -13,7 +13,7 @@
   from the user's ``weights-inception-2015-12-05-6726825d.pth``.
 
 Every network is built from a weights file the user gives — nothing is ever downloaded. A missing
-file raises :class:`~lit_propulse.errors.MissingFilesError` saying what the file is and where it comes
+file raises :class:`~lit_propulse.core.errors.MissingFilesError` saying what the file is and where it comes
 from; a file with other keys raises :class:`WeightsFileError` listing them. The nets are frozen
 (no parameter requires grad) and stay in eval mode even when a parent module calls ``.train()``,
 but gradients flow to their input image, as L_id and L_pp need.
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_propulse.pretrained import needs_file
-from lit_propulse.errors import MissingFilesError, UserFacingError
+from lit_propulse.core.files import needs_file
+from lit_propulse.core.errors import MissingFilesError, WeightsFileError
 
 __all__ = [
     "ARCFACE_WEIGHTS",
@@ -83,11 +83,6 @@ LPIPS_BACKBONE_WEIGHTS = {
 PSP_FACE_CROP: tuple[float, float, float, float] = (35 / 256, 223 / 256, 32 / 256, 220 / 256)
 
 CropBox = tuple[float, float, float, float]
-
-
-class WeightsFileError(UserFacingError, ValueError):
-    """A weights file that exists but cannot be used (unreadable, not a state dict, other keys or
-    shapes); the message names the file, what was expected and the offending keys."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_propulse.errors import UserFacingError
-from lit_propulse.pretrained import needs_file
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.errors import CheckpointError
+from lit_propulse.core.files import needs_file
 
 __all__ = [
     "CheckpointError",
     "DeeplySupervisedGenerator",
-    "GdsOutput",
     "SideOutputHead",
     "side_resolutions",
     "load_discriminator",
@@ -860,22 +860,6 @@ class SideOutputHead(nn.Module):
         return out + skip if self.residual_skip else out
 
 
-@dataclass
-class GdsOutput:
-    """G_ds's outputs: the final image and the side outputs I_o^r (Eq. (2), (4)).
-
-    image: [B, 3, size, size] final image I_o^size (the frozen StyleGAN2's own output).
-    side_images: resolution r -> [B, 3, r, r], one per branch (2x LR ... size/2).
-    """
-
-    image: Tensor
-    side_images: dict[int, Tensor] = field(default_factory=dict)
-
-    def all_scales(self) -> dict[int, Tensor]:
-        """Every output scale r' of Eq. (4)/(6): the side outputs plus the final image."""
-        return {**self.side_images, self.image.shape[-1]: self.image}
-
-
 def side_resolutions(size: int, lr_size: int) -> list[int]:
     """Resolutions that get a side-output branch: 2*lr_size, ..., size/2 (32..512 for 16 -> 1024)."""
     size, lr_size = int(size), int(lr_size)
@@ -924,12 +908,12 @@ class DeeplySupervisedGenerator(nn.Module):
         self.generator.eval()  # frozen: no train-mode behaviour
         return self
 
-    def forward(self, ws: Tensor, noise: NoiseArg = "const") -> GdsOutput:
+    def forward(self, ws: Tensor, noise: NoiseArg = "const") -> ImageOutput:
         """w+ [B, num_ws, w_dim] -> final image and side outputs. ``noise`` defaults to the
         generator's stored maps, so an encoder's output image is deterministic."""
         out = self.generator.synthesis(ws, noise=noise)
         side = {r: self.heads[str(r)](out.features[r], out.skips[r]) for r in self.resolutions}
-        return GdsOutput(image=out.image, side_images=side)
+        return ImageOutput(image=out.image, side_images=side)
 
     def save(self, path: str | os.PathLike, discriminator: "Discriminator | None" = None) -> None:
         """The generator in the port's layout (readable by the port and by ``Generator.from_checkpoint``)
@@ -1114,11 +1098,6 @@ class Discriminator(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # Checkpoint reading: safe, shape-inferring, one clear error.
-
-
-class CheckpointError(UserFacingError, ValueError):
-    """A checkpoint file that cannot be used: missing, unreadable, foreign, or mismatched. The
-    message names the file and what was expected."""
 
 
 _PORT_HINT = (

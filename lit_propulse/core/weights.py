@@ -1,4 +1,6 @@
-"""Saving and loading networks that are not StyleGAN2 (encoders): the constructor arguments travel
+"""Weights files: the one safe reader (:func:`safe_load`, ``torch.load(weights_only=True)`` with one
+clear error for every way a file can be bad), atomic writing (:func:`atomic_save`), and the export
+format of networks other than StyleGAN2 (encoders, classifiers): the constructor arguments travel
 with the weights, so a stage's export file rebuilds the exact network the next stage needs.
 
 Classes opt in with :func:`record_init_args`; files are ``{"format", "class", "init_args",
@@ -15,19 +17,60 @@ import functools
 import importlib
 import inspect
 import os
-from typing import Any
+import pickle
+import zipfile
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-from lit_propulse.errors import MissingFilesError, UserFacingError
-from lit_propulse.pretrained import needs_file
+from lit_propulse.core.errors import MissingFilesError, WeightsFileError
+from lit_propulse.core.files import needs_file
 
 FORMAT = "lit_propulse.module/1"
+
+def safe_load(path: str | os.PathLike, what: str, error: type[WeightsFileError] = WeightsFileError, allowed_globals: Iterable[type] = ()) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only
+    (plus ``allowed_globals``), so no file can run code.
+
+    ``what`` says what the file is and where it comes from; it ends every message. A missing file
+    raises :class:`MissingFilesError`; a directory, an empty, truncated, corrupt or foreign file, or
+    one holding Python objects raises ``error`` (a :class:`WeightsFileError`), in one line naming the
+    file, without the unpickler's traceback.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise MissingFilesError(f"{path}: file not found; {what}")
+    if os.path.isdir(path):
+        raise error(f"{path}: is a directory, not a weights file; {what}")
+    if os.path.getsize(path) == 0:
+        raise error(f"{path}: file is empty (0 bytes); {what}")
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if msg.strip() else type(e).__name__
+        if "Unsupported global" in msg:
+            raise error(f"{path}: refused to load: the file contains Python objects other than tensors and plain containers ({detail}); {what}") from None
+        raise error(f"{path}: not a readable torch file ({detail}); {what}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path}: not a readable torch file (corrupt or truncated: {first[:200]}); {what}") from None
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path + ".tmp"`` then rename: a kill never leaves a half-written file."""
+    path = str(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
 
 #: The classes an export file may build: the class name stored in a file -> "module:ClassName" of
 #: the class today. A class moved to another module keeps its old stored name here as an alias, so
 #: files written before the move still load. Nothing outside this table is ever imported or called.
+#: (The table names higher layers by string only: core imports none of them statically.)
 EXPORTABLE: dict[str, str] = {
     "lit_propulse.networks.encoders.EWEncoder": "lit_propulse.networks.encoders:EWEncoder",
     "lit_propulse.networks.encoders.EWPlusEncoder": "lit_propulse.networks.encoders:EWPlusEncoder",
@@ -41,11 +84,11 @@ def exportable_class(name: object, source: str) -> type:
     The name is checked against the table before any import; the class found must be an ``nn.Module``
     that records its constructor arguments (:func:`record_init_args`)."""
     if not isinstance(name, str) or name not in EXPORTABLE:
-        raise UserFacingError(f"{source}: refuses to build {name!r}: not one of the network classes an export may name ({', '.join(sorted(EXPORTABLE))})")
+        raise WeightsFileError(f"{source}: refuses to build {name!r}: not one of the network classes an export may name ({', '.join(sorted(EXPORTABLE))})")
     mod_name, _, cls_name = EXPORTABLE[name].partition(":")
     cls = getattr(importlib.import_module(mod_name), cls_name)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module) and getattr(cls, "_records_init_args", False)):
-        raise UserFacingError(f"{source}: refuses to build {name!r}: registered, but not a network class that records its arguments")
+        raise WeightsFileError(f"{source}: refuses to build {name!r}: registered, but not a network class that records its arguments")
     return cls
 
 
@@ -81,37 +124,30 @@ def save_module(module: nn.Module, path: str | os.PathLike, extra: dict[str, Any
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
     ckpt.update(extra or {})
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    torch.save(ckpt, str(path) + ".tmp")
-    os.replace(str(path) + ".tmp", path)
+    atomic_save(ckpt, path)
 
 
 @needs_file("path", "a network exported by an earlier stage (e.g. ew.pt from the E_W stage)", "the stage that trains it writes it with its StageExport callback")
 def load_module(path: str | os.PathLike, expected: type | None = None, what: str = "network") -> nn.Module:
     """Rebuild and load a module written by :func:`save_module`; ``expected`` checks its class."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise MissingFilesError(f"{path}: {what} file not found (it is written by the stage that trains it)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise UserFacingError(f"{path}: not a readable lit_propulse {what} file ({str(e).strip().splitlines()[0][:200]})") from None
+    ckpt = safe_load(path, f"expected a lit_propulse {what} file (it is written by the stage that trains it)")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserFacingError(f"{path}: not a lit_propulse {what} file (expected format {FORMAT!r})")
+        raise WeightsFileError(f"{path}: not a lit_propulse {what} file (expected format {FORMAT!r})")
     cls = exportable_class(ckpt.get("class"), path)
     if expected is not None and not issubclass(cls, expected):
-        raise UserFacingError(f"{path}: holds a {cls.__name__}, expected a {expected.__name__}")
+        raise WeightsFileError(f"{path}: holds a {cls.__name__}, expected a {expected.__name__}")
     init_args = ckpt.get("init_args")
     if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
-        raise UserFacingError(f"{path}: its init_args are not a dict of named arguments")
+        raise WeightsFileError(f"{path}: its init_args are not a dict of named arguments")
     try:
         module = cls(**init_args)
     except (TypeError, ValueError) as e:
-        raise UserFacingError(f"{path}: cannot build {cls.__name__} from its stored arguments ({e})") from None
+        raise WeightsFileError(f"{path}: cannot build {cls.__name__} from its stored arguments ({e})") from None
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
-        raise UserFacingError(f"{path}: has no state_dict of tensors")
+        raise WeightsFileError(f"{path}: has no state_dict of tensors")
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise UserFacingError(f"{path}: state dict does not match {cls.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise WeightsFileError(f"{path}: state dict does not match {cls.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return module
