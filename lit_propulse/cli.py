@@ -39,6 +39,7 @@ class ProPulseCLI(LightningCLI):
         from lit_propulse.callbacks.progressive import ProgressiveScaleCallback
 
         parser.add_lightning_class_args(ProgressiveScaleCallback, "progressive")
+        ints_before_floats(parser)
 
     def before_instantiate_classes(self) -> None:
         """Stop before building anything when any registered pretrained file is missing: list them all."""
@@ -49,6 +50,30 @@ class ProPulseCLI(LightningCLI):
         missing = missing_files(cfg.as_dict() if hasattr(cfg, "as_dict") else cfg)
         if missing:
             raise MissingFilesError("the configuration needs files that are not there:\n  - " + "\n  - ".join(missing))
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` (missing, corrupt, another stage's) before Lightning reads its
+        hyperparameters into the config, which would fail with a traceback."""
+        from lit_propulse.runs import check_ckpt_path
+
+        sub = self.config.get("subcommand")
+        if sub:
+            model = self.config[sub].get("model")
+            cls = model.get("class_path") if hasattr(model, "get") else None
+            check_ckpt_path(self.config[sub].get("ckpt_path"), str(cls or ""), None)
+        super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run ``fit``/``validate``/``test``/``predict`` holding the run directory's lock, with the
+        checkpoint stamped and ``--ckpt_path`` checked before Lightning reads it."""
+        from lit_propulse.loggers import run_dir
+        from lit_propulse.runs import ModuleStamp, check_ckpt_path, class_path, run_lock
+
+        check_ckpt_path(self.config[subcommand].get("ckpt_path"), class_path(self.model), self.model)
+        if not any(isinstance(c, ModuleStamp) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ModuleStamp())
+        with run_lock(run_dir(self.trainer)):
+            super()._run_subcommand(subcommand)
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -62,6 +87,21 @@ class ProPulseCLI(LightningCLI):
             args=args,
             run=run,
         )
+
+
+def ints_before_floats(parser) -> None:
+    """Make integer Trainer arguments stay integers: jsonargparse resolves Lightning's
+    ``limit_*_batches: Optional[Union[int, float]]`` to ``Union[float, int, None]`` and so parses ``1``
+    as ``1.0``, which Lightning reads as "100 %" (``--trainer.limit_test_batches=1`` ran the whole test
+    set). Putting ``int`` first keeps ``1`` an int and ``0.5`` / ``1.0`` floats, as written."""
+    from typing import Union, get_args, get_origin
+
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None)
+        if get_origin(hint) is Union:
+            args = get_args(hint)
+            if int in args and float in args and args.index(float) < args.index(int):
+                action._typehint = Union[(int,) + tuple(t for t in args if t is not int)]
 
 
 def _load_commands() -> None:

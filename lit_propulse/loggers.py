@@ -35,7 +35,10 @@ from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger as _PLCSVLogger
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter as _CSVExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
@@ -186,3 +189,35 @@ def log_image(trainer: pl.Trainer, key: str, image: Tensor, step: int) -> None:
 def ensure_dir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# A CSV logger that never deletes an earlier run's metrics.
+
+
+class _KeepingExperimentWriter(_CSVExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when its directory is not empty, so a
+    run resumed after ``kill -9`` in the same directory (the toy YAMLs use ``version: ""``) erased
+    the rows logged before the kill. This one moves it aside to ``metrics.1.csv`` (``.2``, ...) and
+    starts a fresh ``metrics.csv`` for the resumed part."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            n = 1
+            while os.path.exists(os.path.join(self.log_dir, f"metrics.{n}.csv")):
+                n += 1
+            os.replace(self.metrics_file_path, os.path.join(self.log_dir, f"metrics.{n}.csv"))
+
+
+class CSVLogger(_PLCSVLogger):
+    """``pytorch_lightning.loggers.CSVLogger`` whose earlier ``metrics.csv`` in the same directory is
+    kept as ``metrics.<n>.csv`` instead of deleted (a resumed run's new rows go to ``metrics.csv``;
+    the rows before the interruption stay in the numbered file beside it)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _CSVExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment

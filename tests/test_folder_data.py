@@ -493,17 +493,19 @@ def test_prepare_cli_reads_a_lightningcli_data_section(tmp_path: Path) -> None:
 
 
 def test_docs_yaml_examples_parse_and_instantiate() -> None:
-    """Every ``data:`` YAML example in the README is a valid LightningCLI data section."""
+    """Every ``data:`` YAML example in the README and the data page of the docs is a valid LightningCLI
+    data section."""
     import re
 
     import pytorch_lightning as pl
     import yaml
     from jsonargparse import ArgumentParser
 
-    doc = Path(__file__).resolve().parents[1] / "README.md"
-    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.S)]
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text() + (root / "docs" / "data.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
     sections = [b["data"] for b in blocks if isinstance(b, dict) and "data" in b]
-    assert len(sections) >= 3
+    assert len(sections) >= 4
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data")
     for sec in sections:

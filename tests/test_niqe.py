@@ -44,13 +44,16 @@ def _entry_id(entry: dict) -> str:
 
 @pytest.mark.parametrize("entry", REFERENCE["entries"], ids=_entry_id)
 def test_matches_basicsr(entry):
-    """basicsr 1.4.2 ``calculate_niqe`` values (max difference measured: 2e-6). The toy faces (large flat
-    areas) agree this well because the half-scale resize makes basicsr's float32 BLAS calls; a BLAS
-    that rounds otherwise would move them by up to ~0.03 (see the module docstring)."""
+    """basicsr 1.4.2 ``calculate_niqe`` values (max difference measured: 2e-6 on the AMD EPYC where the
+    references were computed). The toy faces (large flat areas) are sensitive to the rounding of
+    basicsr's float32 BLAS calls in its half-scale resize (see the module docstring): on an Intel Xeon
+    the same code differs from the stored references by up to 0.029 on the three toy faces with Y
+    conversion, while every other entry stays within 1e-3. So the toy faces get 0.05, the rest 1e-3."""
     image = load_png(FIXTURES / entry["file"])
     assert image.shape[-2:] == (entry["height"], entry["width"])
     metric = NIQE(crop_border=entry["crop_border"], convert_to=entry["convert_to"])
-    assert metric.per_image(image).item() == pytest.approx(entry["niqe"], abs=1e-3)
+    tol = 0.05 if Path(entry["file"]).stem.startswith("toyface") else 1e-3
+    assert metric.per_image(image).item() == pytest.approx(entry["niqe"], abs=tol)
 
 
 def test_reference_uses_the_packaged_parameters():

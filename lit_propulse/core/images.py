@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+
+from lit_propulse.core.errors import MissingFilesError
 
 #: the image files every command and dataset reads (matched case-insensitively)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
@@ -45,19 +48,55 @@ def list_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, 
     """All image files under ``root`` (recursive), as relative POSIX paths in natural order.
 
     Extensions match case-insensitively; hidden files and folders (``.name``) are skipped, as are
-    top-level folders named in ``exclude_dirs``. Raises FileNotFoundError if ``root`` is missing.
+    top-level folders named in ``exclude_dirs``. Raises :class:`MissingFilesError` if ``root`` is missing.
+
+    Symbolic links are followed once, by resolved path: a link to a folder already walked (a loop,
+    or a second way to the same folder) and a link whose target lies outside ``root`` are not
+    followed, and a file reachable by two paths is listed once (real folders and files are
+    walked before links, so a real path wins over a link to it). One warning names everything skipped this way.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
+        raise MissingFilesError(f"image folder {str(root)!r} does not exist or is not a directory")
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    real_root = os.path.realpath(root)
+
+    def inside(real: str) -> bool:
+        return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
     out: list[str] = []
+    seen_dirs: set[str] = {real_root}
+    seen_files: set[str] = set()
+    skipped: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         rel_dir = Path(dirpath).relative_to(root)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (rel_dir == Path(".") and d in exclude_dirs)]
-        for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(exts):
+        keep = []
+        for d in sorted(dirnames, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), natural_key(n))):  # real folders first
+            if d.startswith(".") or (rel_dir == Path(".") and d in exclude_dirs):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not inside(real):
+                skipped.append(f"{(rel_dir / d).as_posix()} (links outside the folder)")
+            elif real in seen_dirs:
+                skipped.append(f"{(rel_dir / d).as_posix()} (a link to a folder already listed)")
+            else:
+                seen_dirs.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        for f in sorted(filenames, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), natural_key(n))):
+            if f.startswith(".") or not f.lower().endswith(exts):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, f))
+            if not inside(real):
+                skipped.append(f"{(rel_dir / f).as_posix()} (links outside the folder)")
+            elif real in seen_files:
+                skipped.append(f"{(rel_dir / f).as_posix()} (the same file as one already listed)")
+            else:
+                seen_files.add(real)
                 out.append((rel_dir / f).as_posix())
+    if skipped:
+        shown = "; ".join(skipped[:10]) + (f"; ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
+        warnings.warn(f"image folder {str(root)!r}: {len(skipped)} symbolic link(s) not followed: {shown}", stacklevel=2)
     return sorted(out, key=natural_key)
 
 

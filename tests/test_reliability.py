@@ -1,0 +1,191 @@
+"""Reliability as a user meets it (issue "Reliability and security"): every case drives the CLI and
+asserts the exit code, the one-line message, and what is (not) on disk afterwards.
+
+A tiny LightningModule/DataModule defined here keeps the LightningCLI cases fast; the data cases use
+the project's own folder DataModule.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_propulse.cli import main
+from lit_propulse.core.errors import UserFacingError
+from lit_propulse.core.images import list_images
+from lit_propulse.runs import LOCK_FILE, run_lock
+
+HERE = "tests.test_reliability"
+
+
+class Counting(pl.LightningModule):
+    """Counts the batches each loop sees (written to <run dir>/counts.txt at test end)."""
+
+    def __init__(self, width: int = 2, lr: float = 0.1) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(width, 1)
+        self.lr = lr
+        self.test_batches = 0
+
+    def training_step(self, batch, batch_idx):
+        loss = self.lin(batch[0]).pow(2).mean()
+        self.log("loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val", self.lin(batch[0]).mean())
+
+    def test_step(self, batch, batch_idx):
+        self.test_batches += 1
+
+    def on_test_end(self) -> None:
+        Path(self.trainer.default_root_dir, "counts.txt").write_text(str(self.test_batches))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class OtherStage(Counting):
+    """Another kind of module with other weights (a checkpoint of it is not a Counting checkpoint)."""
+
+    def __init__(self, width: int = 2, lr: float = 0.1) -> None:
+        super().__init__(width, lr)
+        self.extra = torch.nn.Linear(width, 3)
+
+
+class Failing(Counting):
+    """Fails at its second training step, as a run that breaks mid-way."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            raise UserFacingError("step 1 went wrong")
+        return super().training_step(batch, batch_idx)
+
+
+class Data(pl.LightningDataModule):
+    def __init__(self, n: int = 16, batch_size: int = 2) -> None:
+        super().__init__()
+        self.ds = TensorDataset(torch.randn(n, 2))
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.ds, batch_size=self.batch_size)
+
+    val_dataloader = test_dataloader = train_dataloader
+
+
+def cli(sub: str, root: Path, *extra: str, model: str = "Counting") -> int:
+    return main([
+        sub, "--model", f"{HERE}.{model}", "--data", f"{HERE}.Data",
+        "--trainer.default_root_dir", str(root), "--trainer.logger", "lit_propulse.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir", str(root), "--trainer.logger.init_args.name", "",
+        "--trainer.logger.init_args.version", "", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", *extra,
+    ])
+
+
+def one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Configs mean what they say
+
+
+def test_integer_trainer_limits_stay_integers_in_print_config(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli("test", tmp_path, "--trainer.limit_test_batches=1", "--trainer.limit_val_batches", "2", "--trainer.limit_train_batches=0.5", "--print_config")
+    out = capsys.readouterr().out
+    assert "limit_test_batches: 1\n" in out and "limit_val_batches: 2\n" in out and "limit_train_batches: 0.5\n" in out
+
+
+def test_limit_test_batches_1_runs_one_batch_not_the_whole_set(tmp_path):
+    assert cli("test", tmp_path, "--trainer.limit_test_batches=1") == 0
+    assert (tmp_path / "counts.txt").read_text() == "1"  # 1.0 would have run all 8 batches
+    assert cli("test", tmp_path / "b", "--trainer.limit_test_batches=1.0") == 0
+    assert (tmp_path / "b" / "counts.txt").read_text() == "8"  # a float stays a fraction
+
+
+# ----------------------------------------------------------------------------------------------
+# One run directory, one run
+
+
+def test_a_second_run_in_a_busy_run_directory_fails_at_start(tmp_path, capsys):
+    with run_lock(str(tmp_path)):  # another run holds the directory
+        assert cli("fit", tmp_path, "--trainer.max_steps", "2") == 2
+        line = one_error_line(capsys)
+        assert "another run is using this run directory" in line and str(tmp_path) in line
+        assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "checkpoints").exists()
+    assert cli("fit", tmp_path, "--trainer.max_steps", "2") == 0  # free again once the first run ends
+    assert (tmp_path / "checkpoints").is_dir() and (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_failed_run_releases_its_lock(tmp_path, capsys):
+    assert cli("fit", tmp_path, "--trainer.max_steps", "3", model="Failing") == 2
+    assert "step 1 went wrong" in one_error_line(capsys)
+    assert cli("fit", tmp_path, "--trainer.max_steps", "1") == 0
+
+
+def test_resuming_keeps_the_rows_logged_before(tmp_path):
+    assert cli("fit", tmp_path, "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1") == 0
+    first = (tmp_path / "metrics.csv").read_text()
+    ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert cli("fit", tmp_path, "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "1", "--ckpt_path", str(ckpt)) == 0
+    assert (tmp_path / "metrics.1.csv").read_text() == first  # the earlier rows, untouched
+    with open(tmp_path / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) >= 1  # the resumed part
+
+
+# ----------------------------------------------------------------------------------------------
+# --ckpt_path: missing, corrupt, from another stage
+
+
+def test_ckpt_path_missing_corrupt_or_from_another_stage_is_one_line(tmp_path, capsys):
+    assert cli("fit", tmp_path / "other", "--trainer.max_steps", "1", model="OtherStage") == 0
+    other = next((tmp_path / "other" / "checkpoints").glob("*.ckpt"))
+    capsys.readouterr()
+    (tmp_path / "corrupt.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
+    cases = {
+        str(tmp_path / "nope.ckpt"): "no such checkpoint file",
+        str(tmp_path / "corrupt.ckpt"): "not a readable torch file",
+        str(other): "a checkpoint of OtherStage",
+    }
+    for path, expected in cases.items():
+        run = tmp_path / f"run_{Path(path).stem}"
+        assert cli("test", run, "--ckpt_path", path) == 2
+        line = one_error_line(capsys)
+        assert expected in line and path in line
+        assert not (run / "counts.txt").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders: symlink loops and links out of the folder
+
+
+def _png(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, value, value)).save(path)
+
+
+def test_symlink_loops_and_outside_links_are_not_followed_and_files_count_once(tmp_path):
+    root, outside = tmp_path / "faces", tmp_path / "elsewhere"
+    _png(root / "a.png", 10)
+    _png(root / "sub" / "b.png", 20)
+    _png(outside / "c.png", 30)
+    os.symlink(root, root / "sub" / "loop")  # a loop back to the root
+    os.symlink(root / "sub", root / "again")  # a second way to sub/
+    os.symlink(root / "a.png", root / "a_link.png")  # a second path to a.png
+    os.symlink(outside, root / "out")  # out of the folder
+    with pytest.warns(UserWarning, match="symbolic link") as rec:
+        files = list_images(root)
+    assert files == ["a.png", "sub/b.png"]
+    msg = str(rec[0].message)
+    assert "sub/loop" in msg and "again" in msg and "a_link.png" in msg and "out" in msg
