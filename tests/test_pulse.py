@@ -5,20 +5,30 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from lit_propulse.cli import main as cli_main
 from lit_propulse.core.batch import SRBatch, collate_sr
 from lit_propulse.core.downscale import downscale
-from lit_propulse.cli import main as cli_main
-from lit_propulse.losses.pulse import DownscaleLoss, GeoCross, PULSELoss, geocross, pairwise_angles
+from lit_propulse.core.images import load_image, save_image
+from lit_propulse.losses.pulse import (
+    DownscaleLoss,
+    GeoCross,
+    PULSELoss,
+    geocross,
+    pairwise_angles,
+)
 from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.pulse import (
+    PULSE,
     GaussianFit,
     NoiseConfig,
-    PULSE,
     PULSEConfig,
     SphericalOptimizer,
     SuccessRate,
@@ -28,7 +38,8 @@ from lit_propulse.pulse import (
     noise_resolutions,
     project_to_sphere,
 )
-from lit_propulse.core.images import load_image, save_image
+from lit_propulse.pulse.fit import CACHE_FILE_MODE
+from lit_propulse.pulse.results import image_key
 
 FIX = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
 
@@ -181,6 +192,42 @@ def test_gaussian_fit_cache_goes_to_the_cache_dir_not_cwd(G, tmp_path, monkeypat
     assert len(list((cache / "pulse").glob("gaussian_fit_*.pt"))) == 2
 
 
+def test_gaussian_fit_cache_never_touches_the_umask(G, tmp_path, monkeypatch):
+    """The cache file gets its mode from os.chmod on the file itself: the process umask (state every
+    thread shares) is neither read nor changed, and with a restrictive umask the file is still 0644.
+    It is written through a temporary file renamed into place, which is gone afterwards."""
+    real_umask = os.umask
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real_umask(mask))
+    before = real_umask(0o077)  # a file that followed this umask would be 0600
+    try:
+        GaussianFit.load_or_fit(G, tmp_path, num_samples=200, seed=3)
+        during = real_umask(0o077)
+    finally:
+        real_umask(before)
+    assert calls == [] and during == 0o077
+    (cached,) = tmp_path.iterdir()  # no temporary file left behind
+    assert cached.name.startswith("gaussian_fit_") and cached.suffix == ".pt"
+    assert stat.S_IMODE(cached.stat().st_mode) == CACHE_FILE_MODE == 0o644
+
+
+def test_corrupt_or_foreign_gaussian_fit_cache_is_refitted_and_replaced(G, tmp_path):
+    a = GaussianFit.load_or_fit(G, tmp_path, num_samples=200, seed=3)
+    (cached,) = tmp_path.iterdir()
+    for content, message in ((b"not a torch file", "not a readable torch file"), (None, "not a Gaussian fit of this mapping")):
+        if content is None:
+            torch.save({"mean": torch.zeros(3)}, cached)  # readable, but not a fit of this generator
+        else:
+            cached.write_bytes(content)
+        with pytest.warns(UserWarning, match=message):
+            b = GaussianFit.load_or_fit(G, tmp_path, num_samples=200, seed=3)
+        assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # replaced: read back without a warning
+            c = GaussianFit.load_or_fit(G, tmp_path, num_samples=200, seed=3)
+        assert torch.equal(a.mean, c.mean) and [p.name for p in tmp_path.iterdir()] == [cached.name]
+
+
 # ----------------------------------------------------------------------------------------------
 # The search
 
@@ -267,6 +314,8 @@ def test_success_metric_and_group_rates(tmp_path):
     got = {(g.column, g.label): (g.successes, g.n) for g in rates}
     assert got[("race", "X")] == (1, 3) and got[("race", "Y")] == (1, 1)
     assert got[("gender", "f")] == (1, 2) and got[("race", "<unlabelled>")] == (1, 1)
+    # names match with or without any image extension, in any case; other suffixes are kept
+    assert [image_key(n) for n in ("a.png", "dir/a.WEBP", "a.JPeG", "a", "a.txt")] == ["a", "a", "a", "a", "a.txt"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,6 +401,16 @@ def test_cli_bad_input_folder_gives_a_clear_message(tmp_path, monkeypatch, capsy
     assert expected in err and str(inp) in err
     if case == "only_bad":
         assert "a.png: empty file" in err and "b.jpg" in err
+
+
+def test_cli_checks_the_output_folder_before_loading_the_generator(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    save_image(torch.zeros(3, 16, 16), inp / "a.png")
+    out.write_text("a file where the output folder should go")
+    code = cli_main(["pulse", "--generator", str(tmp_path / "missing.pt"), "--input", str(inp), "--output", str(out), "--lr-size", "8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--output" in err and "is not a folder" in err and "missing.pt" not in err  # no model was loaded
 
 
 def test_cli_help_works(capsys):

@@ -19,25 +19,32 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 from lit_propulse.cli import register_command
-from lit_propulse.commands.upsample import (
-    Record,
+from lit_propulse.commands.common import (
     InputPreparer,
+    Item,
+    PhotoJob,
+    Record,
     add_input_arguments,
     add_model_arguments,
     batched,
-    check_input_arguments,
-    list_inputs,
+    input_counts,
     load_upsampler,
-    resolve_device,
+    prepare_all,
+    read_photo_job,
 )
 from lit_propulse.core.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from lit_propulse.inference import ProPulseUpsampler
 
 
 def parse_strengths(text: str) -> list[float]:
@@ -98,93 +105,113 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
-@register_command("edit", "semantic editing (Fig. 9): w+ + s*direction rendered at every resolution, one grid per image")
-def main(argv: Sequence[str]) -> int:
-    from lit_propulse.editing import edit_grid, layer_direction, load_direction, render_edits
-    from lit_propulse.core.images import save_image
+@dataclass
+class EditSpec:
+    """The edit of every image: ws + s·direction for each s of ``strengths``, on ``layers`` (None = all)."""
 
-    args = build_parser().parse_args(_join_negative_values(list(argv)))
-    check_input_arguments(args)
-    strengths = parse_strengths(args.strengths)
-    layers = parse_layers(args.layers)
+    direction: Tensor  # [w_dim], [1, w_dim] or [num_ws, w_dim]
+    strengths: list[float]
+    layers: list[int] | None
+
+
+def read_edit(args: argparse.Namespace) -> EditSpec:
+    """--strengths, --layers and the --direction file (shape checked once the model is known)."""
+    from lit_propulse.editing import load_direction
+
+    strengths, layers = parse_strengths(args.strengths), parse_layers(args.layers)
     try:
         direction = load_direction(args.direction)
     except (ValueError, FileNotFoundError) as e:
         raise UserFacingError(f"--direction: {e}") from None
-    files = list_inputs(args.input)
-    device = resolve_device(args.device)
-    up, model_files = load_upsampler(args, device)
+    return EditSpec(direction, strengths, layers)
+
+
+def fit_edit_to_model(spec: EditSpec, args: argparse.Namespace, up: ProPulseUpsampler, device: torch.device) -> EditSpec:
+    """Check the direction's shape and the layers against the model's w+; the direction on ``device``."""
+    from lit_propulse.editing import layer_direction
+
     num_ws, w_dim = up.gds.num_ws, up.gds.w_dim
     try:
-        layer_direction(direction, num_ws, w_dim)
+        layer_direction(spec.direction, num_ws, w_dim)
     except ValueError as e:
         raise UserFacingError(f"--direction {args.direction}: {e}") from None
-    if layers is not None and not all(0 <= i < num_ws for i in layers):
+    if spec.layers is not None and not all(0 <= i < num_ws for i in spec.layers):
         raise UserFacingError(f"--layers {args.layers!r}: rows must be in [0, {num_ws}) for this generator (num_ws = {num_ws})")
-    direction = direction.to(device)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prep = InputPreparer(up.lr_size, up.size, args.as_lr, args.faces, args.min_prob, args.min_face_size, device)
+    return EditSpec(spec.direction.to(device), spec.strengths, spec.layers)
 
+
+def write_edits(out_dir: Path, item: Item, grid: Tensor, renders: dict[int, Tensor], spec: EditSpec, size: int) -> list[str]:
+    """Write one image's grid, LR, source and every render (``renders[r]``: [S, 3, r, r]); returns
+    the files written (relative to ``out_dir``)."""
+    from lit_propulse.core.images import save_image
+
+    files = {"grid.png": grid, "lr.png": item.lr}
+    if item.source is not None:
+        files[f"{item.source_label}.png"] = item.source
+    for k, s in enumerate(spec.strengths):
+        for r, images in renders.items():
+            files[f"strength_{_strength_label(s)}/{'hr.png' if r == size else f'side_{r}.png'}"] = images[k]
+    for fname, img in files.items():
+        save_image(img.clamp(-1, 1).float().cpu(), out_dir / item.name / fname)
+    return [f"{item.name}/{f}" for f in files]
+
+
+def run(job: PhotoJob, up: ProPulseUpsampler, spec: EditSpec) -> tuple[list[Record], int, list[int]]:
+    """Prepare every input, encode and render the edits in batches, writing each image's files as it
+    comes; returns the records of every input, the number of images edited, the resolutions rendered."""
+    from lit_propulse.editing import edit_grid, render_edits
+
+    args = job.args
+    prep = InputPreparer(up.lr_size, up.size, args.as_lr, args.faces, args.min_prob, args.min_face_size, job.device)
     records: list[Record] = []
-    n = len(files)
-    t0 = time.perf_counter()
-
-    def stream():
-        for i, f in enumerate(files, 1):
-            rec, items = prep(f)
-            records.append(rec)
-            if rec.status == "skipped":
-                print(f"[{i}/{n}] {f.name}: skipped: {rec.reason}", file=sys.stderr)
-            else:
-                print(f"[{i}/{n}] {f.name}: {len(items)} image(s) to edit" + (f" ({rec.note})" if rec.note else ""))
-            yield rec, items
-
-    done = 0
-    resolutions: list[int] = []
+    done, resolutions = 0, []
+    stream = prepare_all(job.files, prep, records, lambda rec, items: f"{len(items)} image(s) to edit")
     with torch.no_grad():
-        for batch in batched(stream(), args.batch_size):
-            lr = torch.stack([it.lr for _, it in batch]).to(device)  # [B, 3, l, l]
+        for batch in batched(stream, args.batch_size):
+            lr = torch.stack([it.lr for _, it in batch]).to(job.device)  # [B, 3, l, l]
             ws = up.encode(lr)  # [B, num_ws, w_dim]
-            out = render_edits(up, ws, direction, strengths, layers, batch_size=args.batch_size)
+            out = render_edits(up, ws, spec.direction, spec.strengths, spec.layers, batch_size=args.batch_size)
             resolutions = out.resolutions
             for j, (rec, it) in enumerate(batch):
-                d = out_dir / it.name
-                files_written = {"grid.png": edit_grid(out, j), "lr.png": it.lr}
-                if it.source is not None:
-                    files_written[f"{it.source_label}.png"] = it.source
-                for k, s in enumerate(strengths):
-                    for r in resolutions:
-                        fname = "hr.png" if r == up.size else f"side_{r}.png"
-                        files_written[f"strength_{_strength_label(s)}/{fname}"] = out.images[r][j, k]
-                for fname, img in files_written.items():
-                    save_image(img.clamp(-1, 1).float().cpu(), d / fname)
-                rec.outputs.append({"name": it.name, "files": [f"{it.name}/{f}" for f in files_written],
-                                    **({"face": it.face} if it.face else {})})
+                renders = {r: out.images[r][j] for r in resolutions}  # [S, 3, r, r]
+                written = write_edits(job.out_dir, it, edit_grid(out, j), renders, spec, up.size)
+                rec.outputs.append({"name": it.name, "files": written, **({"face": it.face} if it.face else {})})
             done += len(batch)
-            print(f"edited {done} image(s) so far ({len(strengths)} strengths x {len(resolutions)} resolutions each)")
+            print(f"edited {done} image(s) so far ({len(spec.strengths)} strengths x {len(resolutions)} resolutions each)")
+    return records, done, resolutions
 
-    skipped = [r for r in records if r.status == "skipped"]
-    report = {
-        "settings": {
-            **model_files, "guidance": args.guidance, "size": up.size, "lr_size": up.lr_size,
-            "direction": str(args.direction), "direction_shape": list(direction.shape),
-            "direction_norm": float(direction.float().norm()), "strengths": strengths, "layers": layers,
-            "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces, "min_prob": None if args.as_lr else args.min_prob,
-            "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]), "grid_columns": strengths,
-        },
-        "summary": {
-            "inputs": len(records), "edited_inputs": len(records) - len(skipped), "skipped_inputs": len(skipped),
-            "results": done, "skipped_by_kind": dict(Counter(r.kind for r in skipped)),
-            "time_s": round(time.perf_counter() - t0, 3),
-        },
-        "inputs": [r.as_dict() for r in records],
+
+def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], spec: EditSpec, results: tuple[list[Record], int, list[int]],
+           seconds: float) -> int:
+    """Write report.json, print the summary line; the exit code (1 when nothing was edited)."""
+    args, (records, done, resolutions) = job.args, results
+    summary = {**input_counts(records, "edited_inputs"), "results": done, "time_s": round(seconds, 3)}
+    settings = {
+        **model_files, "guidance": args.guidance, "size": up.size, "lr_size": up.lr_size,
+        "direction": str(args.direction), "direction_shape": list(spec.direction.shape),
+        "direction_norm": float(spec.direction.float().norm()), "strengths": spec.strengths, "layers": spec.layers,
+        "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces, "min_prob": None if args.as_lr else args.min_prob,
+        "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]), "grid_columns": spec.strengths,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"edit: {done} image(s) edited from {len(records) - len(skipped)}/{len(records)} input(s)"
-          + (f"; {len(skipped)} skipped" if skipped else "")
-          + f"; grids <name>/grid.png (rows {report['settings']['grid_rows']}, columns {strengths}); report {out_dir / 'report.json'}")
+    path = job.out_dir / "report.json"
+    path.write_text(json.dumps({"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]}, indent=2))
+    skipped = summary["skipped_inputs"]
+    print(f"edit: {done} image(s) edited from {summary['edited_inputs']}/{len(records)} input(s)"
+          + (f"; {skipped} skipped" if skipped else "")
+          + f"; grids <name>/grid.png (rows {settings['grid_rows']}, columns {spec.strengths}); report {path}")
     if not done:
         print("error: nothing was edited (every input was skipped, reasons above and in report.json)", file=sys.stderr)
         return 1
     return 0
+
+
+@register_command("edit", "semantic editing (Fig. 9): w+ + s*direction rendered at every resolution, one grid per image")
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(_join_negative_values(list(argv)))
+    spec = read_edit(args)
+    job = read_photo_job(args)  # the output folder exists before any model loads
+    up, model_files = load_upsampler(job.model_files, args.guidance, job.device)
+    spec = fit_edit_to_model(spec, args, up, job.device)
+    t0 = time.perf_counter()
+    results = run(job, up, spec)
+    return report(job, up, model_files, spec, results, time.perf_counter() - t0)

@@ -18,24 +18,27 @@ and prints one summary line with the success rate. Unreadable files are reported
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from lit_propulse.commands.upsample import resolve_device
 from lit_propulse.cli import register_command
+from lit_propulse.commands import common
 from lit_propulse.core.errors import UserFacingError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+if TYPE_CHECKING:  # imported where used: ``--help`` and the other commands do not pay for them
+    from datamodules.degradations import Degradation
+    from lit_propulse.networks.stylegan2 import Generator
+    from lit_propulse.pulse import PULSE, PULSEConfig, PULSEResult, PULSEStep
+    from lit_propulse.pulse.results import SearchRow
 
 
 @dataclass
@@ -50,9 +53,45 @@ class _Item:
     key: int
 
 
-def _parse_degradation(spec: str) -> Any:
+@dataclass
+class PulseJob:
+    """What the command establishes before loading the generator: the parsed arguments, the search
+    settings, the LR degradations, the parsed groups CSV (or None), the input files, the device and
+    the (created) output folder."""
+
+    args: argparse.Namespace
+    config: PULSEConfig
+    degradations: list[Degradation]
+    groups: tuple[list[str], dict[str, dict[str, str]]] | None
+    files: list[Path]
+    device: torch.device
+    out_dir: Path
+
+
+@dataclass
+class _Inputs:
+    """The prepared searches and what happened to each input file."""
+
+    items: list[_Item] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # name -> note (e.g. centre-cropped)
+    lr_gap: dict[str, float] = field(default_factory=dict)  # name -> L_DS(degraded LR, clean LR)
+    downscaled: int = 0  # images made LR with DS
+
+    def skip(self, f: Path, reason: str) -> None:
+        print(f"skipping {f}: {reason}", file=sys.stderr)
+        self.skipped.append({"file": str(f), "reason": reason})
+
+
+def _parse_degradation(spec: str) -> Degradation:
     """``gauss:STD`` (STD on 0..255) | ``motion:LENGTH[:ANGLE]`` (HR pixels) | ``saltpepper:DENSITY``."""
-    from datamodules.degradations import Degradation, GaussianNoise, MotionBlur, SaltPepper, std255_to_sigma
+    from datamodules.degradations import (
+        Degradation,
+        GaussianNoise,
+        MotionBlur,
+        SaltPepper,
+        std255_to_sigma,
+    )
 
     kind, _, args = spec.partition(":")
     try:
@@ -122,62 +161,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _list_inputs(folder: Path) -> list[Path]:
-    from lit_propulse.core.images import natural_key
-
-    if not folder.exists():
-        raise UserFacingError(f"--input {str(folder)!r} does not exist")
-    if not folder.is_dir():
-        raise UserFacingError(f"--input {str(folder)!r} is not a folder")
-    files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise UserFacingError(f"--input {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}; subfolders are not searched)")
-    return sorted(files, key=lambda f: natural_key(f.name))
+# ----------------------------------------------------------------------------------------------
+# Read: arguments, settings, inputs; the output folder is created before any model loads.
 
 
-def _read_image(path: Path) -> tuple[Tensor | None, str]:
-    """[3, s, s] in [-1, 1] (centre-cropped to a square, as the data pipeline does) or (None, reason)."""
-    from lit_propulse.core.images import BadFile, check_image, load_square_rgb, uint8_to_tensor
-
-    info = check_image(path, scan_mode="full")
-    if isinstance(info, BadFile):
-        return None, info.reason
-    try:
-        arr = load_square_rgb(path, None)
-    except Exception as e:  # noqa: BLE001 - any decoding failure skips this one file
-        return None, f"cannot decode ({type(e).__name__}: {e})"
-    note = "" if info.size[0] == info.size[1] else f"non-square {info.size[0]}x{info.size[1]}, centre-cropped"
-    return uint8_to_tensor(arr), note
-
-
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.6g}"
-
-
-@register_command("pulse", "PULSE baseline: latent-space search for HR images that downscale to each LR")
-def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
-    from datamodules.degradations import degrade_lr
-    from lit_propulse.core.seeding import mix_seed, seed_generator
-    from lit_propulse.core.downscale import downscale
-    from lit_propulse.losses.pulse import downscale_l2
-    from lit_propulse.networks.stylegan2 import Generator
-    from lit_propulse.pulse import (
-        NoiseConfig,
-        PULSE,
-        PULSEConfig,
-        PULSELossConfig,
-        group_success_rates,
-        read_groups_csv,
-    )
-    from lit_propulse.core.images import save_image
-
+def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value, low in (("--samples", args.samples, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
                              ("--save-steps", args.save_steps, 0), ("--lr-size", args.lr_size, 1), ("--fit-samples", args.fit_samples, 2)):
         if value < low:
             raise UserFacingError(f"{flag} must be >= {low}, got {value}")
+
+
+def _config(args: argparse.Namespace) -> PULSEConfig:
+    from lit_propulse.pulse import NoiseConfig, PULSEConfig, PULSELossConfig
+
+    try:
+        return PULSEConfig(
+            steps=args.steps, learning_rate=args.learning_rate, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+            eps=args.eps, tile_latent=args.tile_latent,
+            noise=NoiseConfig(args.noise_type, args.trainable_noise, _parse_int_list(args.bad_noise_layers, "--bad-noise-layers")),
+            loss=PULSELossConfig(downscale_weight=args.downscale_weight, geocross_weight=args.geocross_weight),
+            seed=args.seed, gaussian_fit_samples=args.fit_samples,
+        )
+    except ValueError as e:
+        raise UserFacingError(str(e)) from None
+
+
+def read_job(argv: Sequence[str]) -> PulseJob:
+    """Parse and check every argument, list the inputs and create the output folder; loads nothing."""
+    from lit_propulse.pulse import read_groups_csv
+
+    args = build_parser().parse_args(list(argv))
+    _check_numbers(args)
     degradations = [_parse_degradation(s) for s in args.degrade]
     if args.as_lr and any(d.where == "before_ds" for d in degradations):
         raise UserFacingError("--degrade motion:... blurs the HR before DS, but --as-lr inputs have no HR")
@@ -187,186 +202,191 @@ def main(argv: Sequence[str]) -> int:
             groups = read_groups_csv(args.groups)
         except (FileNotFoundError, ValueError) as e:
             raise UserFacingError(f"--groups: {e}") from None
-    try:
-        config = PULSEConfig(
-            steps=args.steps, learning_rate=args.learning_rate, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
-            eps=args.eps, tile_latent=args.tile_latent,
-            noise=NoiseConfig(args.noise_type, args.trainable_noise, _parse_int_list(args.bad_noise_layers, "--bad-noise-layers")),
-            loss=PULSELossConfig(downscale_weight=args.downscale_weight, geocross_weight=args.geocross_weight),
-            seed=args.seed, gaussian_fit_samples=args.fit_samples,
-        )
-    except ValueError as e:
-        raise UserFacingError(str(e)) from None
-    in_dir, out_dir = Path(args.input), Path(args.output)
-    files = _list_inputs(in_dir)
-    device = resolve_device(args.device)
+    config = _config(args)
+    files = common.list_inputs(args.input)
+    device = common.resolve_device(args.device)
+    return PulseJob(args, config, degradations, groups, files, device, common.prepare_output_dir(args.output))
 
-    G = Generator.from_checkpoint(args.generator, map_location=device).eval()  # CheckpointError is user-facing
-    if not args.as_lr and args.lr_size >= G.size:
-        raise UserFacingError(f"--lr-size {args.lr_size} must be smaller than the generator's output size {G.size}")
-    try:
-        pulse = PULSE.from_generator(G, config, cache_dir=args.cache_dir, log=print)
-    except ValueError as e:  # e.g. noise settings that do not fit this generator
-        raise UserFacingError(f"{args.generator}: {e}") from None
 
-    # -- read and prepare every image; bad ones are reported and skipped ------------------------------
-    items: list[_Item] = []
-    skipped: list[dict[str, str]] = []
-    notes: dict[str, str] = {}
-    lr_gap: dict[str, float] = {}
-    downscaled = 0
-    for f in files:
-        img, note = _read_image(f)
+def _skip_reason(side: int, lr_size: int, g_size: int, job: PulseJob) -> str:
+    """Why an image of ``side`` px cannot be searched at ``lr_size`` ("" = it can)."""
+    if side > g_size and job.args.as_lr:
+        return f"{side}x{side} is larger than the generator's output {g_size} (drop --as-lr to downscale it)"
+    if side < lr_size:
+        return f"{side}x{side} is smaller than --lr-size {lr_size} (use --as-lr or a smaller --lr-size)"
+    if side == lr_size and any(d.where == "before_ds" for d in job.degradations):
+        return "already at the LR size, so there is no HR for the motion blur (before DS) to act on"
+    return ""
+
+
+def read_inputs(job: PulseJob, g_size: int) -> _Inputs:
+    """Every input as its LR (DS to --lr-size unless --as-lr, then degraded), ``--samples`` searches
+    each; unusable files are reported and skipped."""
+    from datamodules.degradations import degrade_lr
+    from lit_propulse.core.downscale import downscale
+    from lit_propulse.core.seeding import seed_generator
+    from lit_propulse.losses.pulse import downscale_l2
+
+    args, out = job.args, _Inputs()
+    for f in job.files:
+        img, reason = common.read_rgb(f)
         if img is None:
-            print(f"skipping {f}: {note}", file=sys.stderr)
-            skipped.append({"file": str(f), "reason": note})
+            out.skip(f, reason)
             continue
-        name, side = f.stem, img.shape[-1]
-        if name in notes:
+        name, (img, note) = f.stem, common.center_square(img)
+        lr_size = img.shape[-1] if args.as_lr else args.lr_size
+        if name in out.notes:
             reason = f"another input is also named {name!r} (outputs are named by file stem)"
-            print(f"skipping {f}: {reason}", file=sys.stderr)
-            skipped.append({"file": str(f), "reason": reason})
-            continue
-        lr_size = side if args.as_lr else args.lr_size
-        if side > G.size and args.as_lr:
-            reason = f"{side}x{side} is larger than the generator's output {G.size} (drop --as-lr to downscale it)"
-        elif side < lr_size:
-            reason = f"{side}x{side} is smaller than --lr-size {lr_size} (use --as-lr or a smaller --lr-size)"
-        elif side == lr_size and any(d.where == "before_ds" for d in degradations):
-            reason = "already at the LR size, so there is no HR for the motion blur (before DS) to act on"
         else:
-            reason = ""
+            reason = _skip_reason(img.shape[-1], lr_size, g_size, job)
         if reason:
-            print(f"skipping {f}: {reason}", file=sys.stderr)
-            skipped.append({"file": str(f), "reason": reason})
+            out.skip(f, reason)
             continue
         hr = img[None]  # [1, 3, s, s]
         clean = downscale(hr, lr_size)
-        downscaled += int(side > lr_size)
+        out.downscaled += int(hr.shape[-1] > lr_size)
         key = zlib.crc32(name.encode())
-        degraded = degrade_lr(hr, lr_size, degradations, generator=seed_generator(args.seed, key)) if degradations else clean
-        notes[name] = note
-        lr_gap[name] = float(downscale_l2(degraded, clean)[0])
-        for s in range(args.samples):
-            items.append(_Item(name, str(f), s, degraded[0], clean[0], key))
-    if not items:
-        raise UserFacingError(f"--input {str(in_dir)!r}: no usable images ({len(skipped)} skipped, reasons above)")
-    if downscaled:
-        print(f"{downscaled} image(s) larger than {args.lr_size}x{args.lr_size} were made LR with DS "
+        degraded = degrade_lr(hr, lr_size, job.degradations, generator=seed_generator(args.seed, key)) if job.degradations else clean
+        out.notes[name] = note
+        out.lr_gap[name] = float(downscale_l2(degraded, clean)[0])
+        out.items += [_Item(name, str(f), s, degraded[0], clean[0], key) for s in range(args.samples)]
+    if not out.items:
+        raise UserFacingError(f"--input {args.input!r}: no usable images ({len(out.skipped)} skipped, reasons above)")
+    if out.downscaled:
+        print(f"{out.downscaled} image(s) larger than {args.lr_size}x{args.lr_size} were made LR with DS "
               f"(antialiased bicubic); pass --as-lr to use images as LR as they are")
+    return out
 
-    # -- run, batched by LR size -------------------------------------------------------------------
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "lr").mkdir(exist_ok=True)
-    for it in items:
+
+# ----------------------------------------------------------------------------------------------
+# Run: the generator, the Gaussian fit, the searches batched by LR size.
+
+
+def load_generator(job: PulseJob) -> Generator:
+    """The --generator checkpoint on the device; --lr-size must be below its output size."""
+    from lit_propulse.networks.stylegan2 import Generator
+
+    G = Generator.from_checkpoint(job.args.generator, map_location=job.device).eval()  # CheckpointError is user-facing
+    if not job.args.as_lr and job.args.lr_size >= G.size:
+        raise UserFacingError(f"--lr-size {job.args.lr_size} must be smaller than the generator's output size {G.size}")
+    return G
+
+
+def build_pulse(job: PulseJob, G: Generator) -> PULSE:
+    """PULSE on ``G`` with its Gaussian fit (from the cache, or fitted and cached)."""
+    from lit_propulse.pulse import PULSE
+
+    try:
+        return PULSE.from_generator(G, job.config, cache_dir=job.args.cache_dir, log=print)
+    except ValueError as e:  # e.g. noise settings that do not fit this generator
+        raise UserFacingError(f"{job.args.generator}: {e}") from None
+
+
+def save_lrs(job: PulseJob, inputs: _Inputs) -> None:
+    """``lr/<name>.png`` (and ``lr/<name>_clean.png`` with --degrade): what each search is given."""
+    from lit_propulse.core.images import save_image
+
+    for it in inputs.items:
         if it.sample == 0:
-            save_image(it.lr, out_dir / "lr" / f"{it.name}.png")
-            if degradations:
-                save_image(it.clean_lr, out_dir / "lr" / f"{it.name}_clean.png")
-    rows: list[dict[str, Any]] = []
-    by_size: dict[int, list[_Item]] = {}
-    for it in items:
-        by_size.setdefault(it.lr.shape[-1], []).append(it)
-    done, n_total, t_run = 0, len(items), time.perf_counter()
-    for size, group in sorted(by_size.items()):
-        for i in range(0, len(group), args.batch_size):
-            batch = group[i : i + args.batch_size]
-            lr = torch.stack([b.lr for b in batch]).to(device)
-            clean_lr = torch.stack([b.clean_lr for b in batch]).to(device) if degradations else None
-            seeds = [mix_seed(args.seed, b.key, b.sample) for b in batch]
-            on_step = None
-            if args.save_steps:
-                def on_step(st, batch=batch):  # noqa: ANN001 - PULSEStep
-                    if st.step % args.save_steps == 0 or st.step == args.steps - 1:
-                        for b, img in zip(batch, st.image):
-                            save_image(img.clamp(-1, 1), out_dir / "steps" / f"{b.name}_{b.sample}" / f"{st.step:04d}.png")
-            res = pulse(lr, seeds=seeds, clean_lr=clean_lr, on_step=on_step).cpu()
-            per_item_time = res.time_s / len(batch)
-            for j, b in enumerate(batch):
-                out_file = out_dir / f"{b.name}_{b.sample}.png"
-                save_image(res.image[j].clamp(-1, 1), out_file)
-                loss = float(res.loss[j])
-                loss_clean = float(res.loss_clean[j]) if res.loss_clean is not None else loss
-                rows.append({
-                    "name": b.name, "sample": b.sample, "loss": loss, "loss_clean": loss_clean,
-                    "success": bool(res.success[j]), "best_step": int(res.best_step[j]), "steps": res.steps,
-                    "time_s": per_item_time, "seed": seeds[j], "file": out_file.name,
-                    "lr_size": size, "input": b.file,
-                })
-            done += len(batch)
-            ok = int(res.success.sum())
-            print(f"[{done}/{n_total}] {size}px batch of {len(batch)}: {ok}/{len(batch)} within eps={args.eps:g} "
-                  f"(loss {float(res.loss.min()):.2e}..{float(res.loss.max()):.2e}, {res.time_s:.1f} s)")
-    t_run = time.perf_counter() - t_run
+            save_image(it.lr, job.out_dir / "lr" / f"{it.name}.png")
+            if job.degradations:
+                save_image(it.clean_lr, job.out_dir / "lr" / f"{it.name}_clean.png")
 
-    # -- reports ------------------------------------------------------------------------------------
+
+def _search_batch(job: PulseJob, pulse: PULSE, batch: list[_Item]) -> tuple[list[SearchRow], PULSEResult]:
+    """One batched search; writes each best HR (and every --save-steps image) and returns the rows."""
+    from lit_propulse.core.images import save_image
+    from lit_propulse.core.seeding import mix_seed
+    from lit_propulse.pulse.results import SearchRow, sample_name
+
+    args, out_dir = job.args, job.out_dir
+    lr = torch.stack([b.lr for b in batch]).to(job.device)  # [B, 3, h, h]
+    clean_lr = torch.stack([b.clean_lr for b in batch]).to(job.device) if job.degradations else None
+    seeds = [mix_seed(args.seed, b.key, b.sample) for b in batch]
+
+    def on_step(st: PULSEStep) -> None:
+        if st.step % args.save_steps == 0 or st.step == args.steps - 1:
+            for b, img in zip(batch, st.image):
+                save_image(img.clamp(-1, 1), out_dir / "steps" / sample_name(b.name, b.sample) / f"{st.step:04d}.png")
+
+    res = pulse(lr, seeds=seeds, clean_lr=clean_lr, on_step=on_step if args.save_steps else None).cpu()
+    rows = []
+    for j, b in enumerate(batch):
+        out_file = out_dir / f"{sample_name(b.name, b.sample)}.png"
+        save_image(res.image[j].clamp(-1, 1), out_file)
+        loss = float(res.loss[j])
+        rows.append(SearchRow(
+            name=b.name, sample=b.sample, loss=loss, loss_clean=float(res.loss_clean[j]) if res.loss_clean is not None else loss,
+            success=bool(res.success[j]), best_step=int(res.best_step[j]), steps=res.steps, time_s=res.time_s / len(batch),
+            seed=seeds[j], file=out_file.name, lr_size=b.lr.shape[-1], input=b.file,
+        ))
+    return rows, res
+
+
+def run(job: PulseJob, pulse: PULSE, inputs: _Inputs) -> list[SearchRow]:
+    """Every search, batched by LR size (``--batch-size`` at a time); one progress line per batch."""
+    by_size: dict[int, list[_Item]] = {}
+    for it in inputs.items:
+        by_size.setdefault(it.lr.shape[-1], []).append(it)
+    rows: list[SearchRow] = []
+    size_b = job.args.batch_size
+    for size, group in sorted(by_size.items()):
+        for i in range(0, len(group), size_b):
+            batch_rows, res = _search_batch(job, pulse, group[i : i + size_b])
+            rows += batch_rows
+            print(f"[{len(rows)}/{len(inputs.items)}] {size}px batch of {len(batch_rows)}: {int(res.success.sum())}/{len(batch_rows)} "
+                  f"within eps={job.args.eps:g} (loss {float(res.loss.min()):.2e}..{float(res.loss.max()):.2e}, {res.time_s:.1f} s)")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: per-image JSON, results.csv, groups, summary.json and one summary line.
+
+
+def _write_groups(job: PulseJob, rows: list[SearchRow]) -> list[dict[str, Any]]:
+    from lit_propulse.pulse import group_success_rates, results
+
+    rates = group_success_rates([r.name for r in rows], [r.success for r in rows], job.groups)
+    results.write_groups_csv(job.out_dir / "groups.csv", rates)
+    print("success rate per group:")
+    for g in rates:
+        print(f"  {g.column}={g.label}: {g.successes}/{g.n} ({100 * g.rate:.1f}%)")
+    return [{**asdict(g), "rate": g.rate} for g in rates]
+
+
+def report(job: PulseJob, g_size: int, inputs: _Inputs, rows: list[SearchRow], seconds: float) -> int:
+    """reports/<name>.json, results.csv, groups.csv (--groups), summary.json and the summary line."""
+    from lit_propulse.pulse import results
+
+    args, out_dir = job.args, job.out_dir
     settings = {
-        "generator": str(args.generator), "generator_size": G.size, "lr_size": None if args.as_lr else args.lr_size,
+        "generator": str(args.generator), "generator_size": g_size, "lr_size": None if args.as_lr else args.lr_size,
         "as_lr": args.as_lr, "degrade": list(args.degrade), "samples": args.samples,
-        "config": _jsonable(asdict(config)),
+        "config": results.jsonable(asdict(job.config)),
     }
-    (out_dir / "reports").mkdir(exist_ok=True)
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_name.setdefault(r["name"], []).append(r)
-    for name, rs in by_name.items():
-        rs.sort(key=lambda r: r["sample"])
-        report = {
-            "name": name, "input": rs[0]["input"], "lr_size": rs[0]["lr_size"], "note": notes.get(name, ""),
-            "lr_file": f"lr/{name}.png", "eps": args.eps, "steps": args.steps,
-            # how far the degraded LR itself is from the clean one (same units as loss; 0 = no degradation)
-            "degraded_vs_clean": lr_gap[name],
-            "success_any": any(r["success"] for r in rs),
-            "samples": [{k: r[k] for k in ("sample", "file", "loss", "loss_clean", "success", "best_step", "time_s", "seed")} for r in rs],
-            "settings": settings,
-        }
-        (out_dir / "reports" / f"{name}.json").write_text(json.dumps(report, indent=2))
-    columns = ["name", "sample", "loss", "loss_clean", "success", "best_step", "steps", "time_s", "seed", "file"]
-    with open(out_dir / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(rows, key=lambda r: (r["name"], r["sample"])):
-            w.writerow({**r, "loss": _fmt(r["loss"]), "loss_clean": _fmt(r["loss_clean"]), "time_s": f"{r['time_s']:.3f}"})
-    n_ok = sum(r["success"] for r in rows)
-    rate = n_ok / len(rows)
-    summary: dict[str, Any] = {
-        "success_rate": rate, "successes": n_ok, "searches": len(rows), "images": len(by_name),
-        "failed": [f"{r['name']}_{r['sample']}" for r in rows if not r["success"]],
-        "mean_loss": sum(r["loss"] for r in rows) / len(rows),
-        "mean_loss_clean": sum(r["loss_clean"] for r in rows) / len(rows),
-        "mean_degraded_vs_clean": sum(lr_gap[r["name"]] for r in rows) / len(rows),
-        "skipped": skipped, "time_s": t_run, "settings": settings,
-    }
-    if groups is not None:
-        rates = group_success_rates([r["name"] for r in rows], [r["success"] for r in rows], groups)
-        summary["groups"] = [{**asdict(g), "rate": g.rate} for g in rates]
-        with open(out_dir / "groups.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["column", "label", "searches", "successes", "rate"])
-            for g in rates:
-                w.writerow([g.column, g.label, g.n, g.successes, f"{g.rate:.4f}"])
-        print("success rate per group:")
-        for g in rates:
-            print(f"  {g.column}={g.label}: {g.successes}/{g.n} ({100 * g.rate:.1f}%)")
+    results.write_image_reports(out_dir / "reports", rows, inputs.notes, inputs.lr_gap, args.eps, settings)
+    results.write_results_csv(out_dir / "results.csv", rows)
+    summary = {**results.summarize(rows, inputs.lr_gap), "skipped": inputs.skipped, "time_s": seconds, "settings": settings}
+    if job.groups is not None:
+        summary["groups"] = _write_groups(job, rows)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    extra = f"; {len(skipped)} file(s) skipped" if skipped else ""
+    extra = f"; {len(inputs.skipped)} file(s) skipped" if inputs.skipped else ""
     clean = ""
-    if degradations:
-        gap = sum(lr_gap[r["name"]] for r in rows) / len(rows)
-        clean = (f"; mean loss vs degraded LR {sum(r['loss'] for r in rows) / len(rows):.2e}, vs clean LR "
-                 f"{sum(r['loss_clean'] for r in rows) / len(rows):.2e} (degraded LR vs clean LR {gap:.2e})")
-    print(f"PULSE: {n_ok}/{len(rows)} searches within eps={args.eps:g} ({100 * rate:.1f}% success) over {len(by_name)} image(s) "
-          f"x {args.samples} sample(s){clean}{extra}; results in {out_dir / 'results.csv'}")
+    if job.degradations:
+        clean = (f"; mean loss vs degraded LR {summary['mean_loss']:.2e}, vs clean LR {summary['mean_loss_clean']:.2e} "
+                 f"(degraded LR vs clean LR {summary['mean_degraded_vs_clean']:.2e})")
+    print(f"PULSE: {summary['successes']}/{summary['searches']} searches within eps={args.eps:g} ({100 * summary['success_rate']:.1f}% "
+          f"success) over {summary['images']} image(s) x {args.samples} sample(s){clean}{extra}; results in {out_dir / 'results.csv'}")
     return 0
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return getattr(x, "__name__", repr(x))
+@register_command("pulse", "PULSE baseline: latent-space search for HR images that downscale to each LR")
+def main(argv: Sequence[str]) -> int:
+    job = read_job(argv)  # the output folder exists before any model loads
+    G = load_generator(job)
+    inputs = read_inputs(job, G.size)  # before the Gaussian fit: no fit for a folder of unusable files
+    pulse = build_pulse(job, G)
+    save_lrs(job, inputs)
+    t0 = time.perf_counter()
+    rows = run(job, pulse, inputs)
+    return report(job, G.size, inputs, rows, time.perf_counter() - t0)

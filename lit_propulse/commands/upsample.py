@@ -26,313 +26,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lit_propulse.cli import register_command
-from lit_propulse.core.errors import UserFacingError
+from lit_propulse.commands.common import (
+    InputPreparer,
+    Item,
+    PhotoJob,
+    Record,
+    add_input_arguments,
+    add_model_arguments,
+    batched,
+    input_counts,
+    load_upsampler,
+    prepare_all,
+    read_photo_job,
+)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-#: export file names a pipeline / stage run directory holds, directly or in <stage>/<stage>.pt
-EXPORTS = ("gds", "ew", "ewplus")
-
-
-# ----------------------------------------------------------------------------------------------
-# Arguments shared with ``edit``.
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (stage exports)")
-    g.add_argument("--checkpoint", default=None, metavar="DIR",
-                   help="a pipeline / stage run directory holding gds.pt, ew.pt, ewplus.pt directly or as "
-                        "<stage>/<stage>.pt (e.g. runs/toy); E_W+ is used when present, else E_W. "
-                        "--gds/--encoder/--ew override what it finds")
-    g.add_argument("--gds", default=None, help="G_ds export (gds.pt)")
-    g.add_argument("--encoder", default=None, help="encoder export: ewplus.pt (E_W+) or ew.pt (E_W)")
-    g.add_argument("--ew", default=None, help="E_W export (ew.pt): fills the w+ rows E_W+ does not produce")
-    g.add_argument("--guidance", default="ew", choices=["ew", "latent_avg"],
-                   help="what fills the w+ rows past E_W+'s scale: E_W's w (the paper) or the mean latent")
-    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    g.add_argument("--batch-size", type=int, default=8, help="images through the upsampler at once")
-
-
-def add_input_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input")
-    g.add_argument("--input", required=True, help="folder of images (png/jpg/jpeg/webp; not recursive)")
-    g.add_argument("--output", required=True, help="output folder (created)")
-    g.add_argument("--as-lr", action="store_true",
-                   help="no face detection: each whole image (centre-cropped to a square) is the LR, made the "
-                        "model's LR size with DS when larger (aligned face crops, or LR images)")
-    g.add_argument("--faces", default="largest", choices=["largest", "all"],
-                   help="with several faces in a photo: upsample only the largest, or every one")
-    g.add_argument("--min-prob", type=float, default=0.9, help="minimum MTCNN face probability")
-    g.add_argument("--min-face-size", type=int, default=20, help="smallest face MTCNN searches for, in pixels")
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as e:
-        raise UserFacingError(f"--device {spec!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserFacingError(f"--device {spec!r}: CUDA is not available on this machine")
-    return dev
-
-
-def find_exports(checkpoint: str | os.PathLike) -> dict[str, str]:
-    """Stage exports in a run directory: ``{"gds": path, "ew": path, "ewplus": path}`` (those found),
-    looking at ``DIR/<name>.pt`` then ``DIR/<name>/<name>.pt`` (the pipeline's layout)."""
-    root = Path(checkpoint)
-    if not root.is_dir():
-        raise UserFacingError(f"--checkpoint {str(root)!r} is not a directory (expected a pipeline / stage run "
-                              f"directory such as runs/toy, holding gds.pt, ew.pt, ewplus.pt)")
-    found = {}
-    for name in EXPORTS:
-        for cand in (root / f"{name}.pt", root / name / f"{name}.pt"):
-            if cand.is_file():
-                found[name] = str(cand)
-                break
-    return found
-
-
-def resolve_model_files(args: argparse.Namespace) -> tuple[str, str, str | None]:
-    """(gds, encoder, ew) from --checkpoint and the explicit flags (flags win)."""
-    found = find_exports(args.checkpoint) if args.checkpoint else {}
-    gds = args.gds or found.get("gds")
-    encoder = args.encoder or found.get("ewplus") or found.get("ew")
-    ew = args.ew or (found.get("ew") if encoder != found.get("ew") else None)
-    missing = [flag for flag, v in (("--gds (gds.pt)", gds), ("--encoder (ewplus.pt or ew.pt)", encoder)) if v is None]
-    if missing:
-        where = (f"--checkpoint {args.checkpoint!r} holds {sorted(found) or 'none of gds.pt, ew.pt, ewplus.pt'}"
-                 if args.checkpoint else "give them, or --checkpoint DIR (a pipeline run directory such as runs/toy)")
-        raise UserFacingError(f"missing {' and '.join(missing)}: {where}")
-    return gds, encoder, ew
-
-
-def load_upsampler(args: argparse.Namespace, device: torch.device) -> tuple[Any, dict[str, str | None]]:
-    """The :class:`~lit_propulse.inference.ProPulseUpsampler` on ``device`` and the files it came from."""
+if TYPE_CHECKING:
     from lit_propulse.inference import ProPulseUpsampler
-
-    gds, encoder, ew = resolve_model_files(args)
-    try:
-        up = ProPulseUpsampler.from_files(gds, encoder, ew=ew, guidance=args.guidance)
-    except ValueError as e:
-        if isinstance(e, UserFacingError):
-            raise
-        raise UserFacingError(f"{encoder}: {e}; give --ew (the E_W export) or --guidance latent_avg") from None
-    print(f"model: G_ds {gds} ({up.size}x{up.size}, side outputs {up.gds.resolutions}), "
-          f"{type(up.encoder).__name__} {encoder}" + (f" + E_W {ew}" if up.ew_encoder is not None else "")
-          + f", LR {up.lr_size}x{up.lr_size}, on {device}")
-    return up.to(device), {"gds": gds, "encoder": encoder, "ew": ew if up.ew_encoder is not None else None}
-
-
-def list_inputs(folder: str | os.PathLike) -> list[Path]:
-    from lit_propulse.core.images import natural_key
-
-    d = Path(folder)
-    if not d.exists():
-        raise UserFacingError(f"--input {str(d)!r} does not exist")
-    if not d.is_dir():
-        raise UserFacingError(f"--input {str(d)!r} is not a folder")
-    files = [f for f in d.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise UserFacingError(f"--input {str(d)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}; subfolders are not searched)")
-    return sorted(files, key=lambda f: natural_key(f.name))
-
-
-def check_input_arguments(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise UserFacingError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0.0 <= args.min_prob <= 1.0:
-        raise UserFacingError(f"--min-prob must be in [0, 1], got {args.min_prob}")
-    if args.min_face_size < 12:
-        raise UserFacingError(f"--min-face-size must be >= 12 (MTCNN's smallest window), got {args.min_face_size}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Inputs -> LRs.
-
-
-@dataclass
-class Item:
-    """One LR for the upsampler. source: the aligned crop (label "aligned") or the square input
-    (label "input", --as-lr) it was made from, None when the input already was the LR."""
-
-    name: str
-    lr: Tensor  # [3, l, l]
-    source: Tensor | None  # [3, s, s]
-    source_label: str
-    face: dict[str, Any] | None = None
-
-
-@dataclass
-class Record:
-    """What happened to one input file (a row of report.json)."""
-
-    file: str
-    status: str = "ok"  # "ok" | "skipped"
-    kind: str = ""  # skip kind: unreadable | no_face | face_too_small | too_small | duplicate_name
-    reason: str = ""
-    note: str = ""
-    faces_found: int | None = None  # None with --as-lr (no detection)
-    faces_used: int = 0
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-
-    def skip(self, kind: str, reason: str) -> "Record":
-        self.status, self.kind, self.reason = "skipped", kind, reason
-        return self
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {"file": self.file, "status": self.status}
-        if self.status == "skipped":
-            d.update(kind=self.kind, reason=self.reason)
-        if self.note:
-            d["note"] = self.note
-        if self.faces_found is not None:
-            d.update(faces_found=self.faces_found, faces_used=self.faces_used)
-        d["outputs"] = self.outputs
-        return d
-
-
-def read_rgb(path: Path) -> tuple[Tensor | None, str]:
-    """The whole image as [3, H, W] in [-1, 1] (EXIF orientation applied), or (None, reason)."""
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    from lit_propulse.core.images import BadFile, check_image, to_rgb, uint8_to_tensor
-
-    info = check_image(path, scan_mode="full")
-    if isinstance(info, BadFile):
-        return None, info.reason
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = to_rgb(ImageOps.exif_transpose(im))
-            arr = np.array(rgb, dtype=np.uint8)
-    except Exception as e:  # noqa: BLE001 - any decoding failure skips this one file
-        return None, f"cannot decode ({type(e).__name__}: {e})"
-    return uint8_to_tensor(arr), ""
-
-
-def _center_square(img: Tensor) -> Tensor:
-    h, w = img.shape[-2:]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return img[:, top : top + s, left : left + s]
-
-
-class InputPreparer:
-    """Turns input files into :class:`Item` s (the LRs) and :class:`Record` s, one file at a time.
-
-    Args:
-        lr_size: the model's LR side.
-        crop_size: side of the aligned crop (the generator's size).
-        as_lr: take each whole image as the LR (no detection).
-        faces: "largest" or "all" faces per photo.
-        min_prob: minimum MTCNN probability.
-        min_face_size: MTCNN's smallest face, pixels.
-        device: where detection and alignment run.
-    """
-
-    def __init__(self, lr_size: int, crop_size: int, as_lr: bool, faces: str, min_prob: float, min_face_size: int, device: torch.device) -> None:
-        self.lr_size, self.crop_size, self.as_lr = int(lr_size), int(crop_size), bool(as_lr)
-        self.faces, self.min_prob, self.device = faces, float(min_prob), device
-        self.detector = None
-        if not as_lr:
-            from lit_propulse.faces import FaceDetector
-
-            self.detector = FaceDetector(min_face_size=min_face_size, device=device)
-        self.names: set[str] = set()
-
-    def __call__(self, path: Path) -> tuple[Record, list[Item]]:
-        from lit_propulse.core.downscale import downscale
-
-        rec = Record(str(path))
-        stem = path.stem
-        if stem in self.names:
-            return rec.skip("duplicate_name", f"another input is also named {stem!r} (outputs are named by file stem)"), []
-        img, reason = read_rgb(path)
-        if img is None:
-            return rec.skip("unreadable", reason), []
-        self.names.add(stem)
-        h, w = img.shape[-2:]
-        if self.as_lr:
-            if h != w:
-                rec.note = f"non-square {w}x{h}, centre-cropped"
-                img = _center_square(img)
-            side = img.shape[-1]
-            if side < self.lr_size:
-                return rec.skip("too_small", f"{side}x{side} is smaller than the model's LR {self.lr_size}x{self.lr_size}"), []
-            img = img.to(self.device)
-            lr = downscale(img[None], self.lr_size)[0]
-            if side > self.lr_size:
-                rec.note = "; ".join(filter(None, [rec.note, f"made LR from {side}x{side} with DS"]))
-            return rec, [Item(stem, lr, img if side > self.lr_size else None, "input")]
-        return self._faces(rec, img.to(self.device), stem)
-
-    def _faces(self, rec: Record, img: Tensor, stem: str) -> tuple[Record, list[Item]]:
-        from lit_propulse.core.downscale import downscale
-        from lit_propulse.faces import align_face, select_faces
-
-        found = self.detector(img)
-        rec.faces_found = len(found)
-        if not found:
-            return rec.skip("no_face", "no face found"), []
-        chosen = select_faces(found, self.faces, self.min_prob)
-        if not chosen:
-            best = max(f.prob for f in found)
-            return rec.skip("no_face", f"no face with probability >= {self.min_prob:g} ({len(found)} candidate(s), "
-                                       f"best {best:.3f}; lower --min-prob to accept them)"), []
-        confident = sum(f.prob >= self.min_prob for f in found)
-        if self.faces == "largest" and confident > 1:
-            rec.note = f"{confident} faces found; the largest was used (--faces all upsamples every one)"
-        items, too_small = [], []
-        for k, face in enumerate(chosen):
-            aligned = align_face(img, face.landmarks.to(img.device), self.crop_size)
-            name = stem if self.faces == "largest" else f"{stem}_face{k}"
-            info = {**face.as_dict(), "index": k, "crop_quad": [[round(float(v), 2) for v in c] for c in aligned.quad],
-                    "crop_source_px": round(aligned.source_px, 1), "crop_outside_fraction": round(aligned.outside, 4)}
-            if aligned.source_px < self.lr_size:
-                too_small.append(f"face {k}: its crop spans {aligned.source_px:.0f} px of the photo, less than the LR's {self.lr_size} px")
-                continue
-            if aligned.outside > 0.25:
-                info["warning"] = f"{100 * aligned.outside:.0f}% of the crop lies outside the photo (filled by reflection)"
-            crop = aligned.image.clamp(-1, 1)  # bicubic overshoot clipped, like the data pipeline's 8-bit HR
-            lr = downscale(crop[None], self.lr_size)[0]
-            items.append(Item(name, lr, crop, "aligned", info))
-        rec.faces_used = len(items)
-        if not items:
-            return rec.skip("face_too_small", "; ".join(too_small)), []
-        if too_small:
-            rec.note = "; ".join(filter(None, [rec.note, *too_small]))
-        return rec, items
-
-
-# ----------------------------------------------------------------------------------------------
-# Running and writing.
-
-
-def batched(items: Iterator[tuple[Record, list[Item]]], batch_size: int) -> Iterator[list[tuple[Record, Item]]]:
-    """Group the items of a stream of (record, items) into lists of at most ``batch_size``."""
-    pending: list[tuple[Record, Item]] = []
-    for rec, its in items:
-        for it in its:
-            pending.append((rec, it))
-            if len(pending) == batch_size:
-                yield pending
-                pending = []
-    if pending:
-        yield pending
 
 
 def write_outputs(out_dir: Path, item: Item, image: Tensor, side: dict[int, Tensor], size: int) -> list[str]:
@@ -352,7 +71,7 @@ def write_outputs(out_dir: Path, item: Item, image: Tensor, side: dict[int, Tens
     return [f"{item.name}/{f}" for f in files]
 
 
-def _panel_columns(up: Any, as_lr: bool) -> str:
+def _panel_columns(up: ProPulseUpsampler, as_lr: bool) -> str:
     return " | ".join(["LR"] + [f"side {r}" for r in up.gds.resolutions] + ["HR"] + ["input (when larger than the LR)" if as_lr else "aligned"])
 
 
@@ -368,64 +87,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@register_command("upsample", "Pro-PULSE on photos: detect, align, DS to LR, upsample; HR + side outputs + report.json")
-def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
-    check_input_arguments(args)
-    files = list_inputs(args.input)
-    device = resolve_device(args.device)
-    up, model_files = load_upsampler(args, device)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prep = InputPreparer(up.lr_size, up.size, args.as_lr, args.faces, args.min_prob, args.min_face_size, device)
-
+def run(job: PhotoJob, up: ProPulseUpsampler) -> tuple[list[Record], int]:
+    """Prepare every input and upsample the LRs in batches, writing each result as it comes;
+    returns the records of every input and the number of results."""
+    args = job.args
+    prep = InputPreparer(up.lr_size, up.size, args.as_lr, args.faces, args.min_prob, args.min_face_size, job.device)
     records: list[Record] = []
-    n = len(files)
-    t0 = time.perf_counter()
 
-    def stream() -> Iterator[tuple[Record, list[Item]]]:
-        for i, f in enumerate(files, 1):
-            rec, items = prep(f)
-            records.append(rec)
-            if rec.status == "skipped":
-                print(f"[{i}/{n}] {f.name}: skipped: {rec.reason}", file=sys.stderr)
-            else:
-                what = "as LR" if args.as_lr else f"{rec.faces_used} face(s) of {rec.faces_found} found"
-                print(f"[{i}/{n}] {f.name}: {what}" + (f" ({rec.note})" if rec.note else ""))
-            yield rec, items
+    def describe(rec: Record, items: list[Item]) -> str:
+        return "as LR" if args.as_lr else f"{rec.faces_used} face(s) of {rec.faces_found} found"
 
     done = 0
     with torch.no_grad():
-        for batch in batched(stream(), args.batch_size):
-            lr = torch.stack([it.lr for _, it in batch]).to(device)  # [B, 3, l, l]
+        for batch in batched(prepare_all(job.files, prep, records, describe), args.batch_size):
+            lr = torch.stack([it.lr for _, it in batch]).to(job.device)  # [B, 3, l, l]
             out = up(lr)
             for j, (rec, it) in enumerate(batch):
-                written = write_outputs(out_dir, it, out.image[j], {r: s[j] for r, s in out.side_images.items()}, up.size)
+                written = write_outputs(job.out_dir, it, out.image[j], {r: s[j] for r, s in out.side_images.items()}, up.size)
                 rec.outputs.append({"name": it.name, "files": written, **({"face": it.face} if it.face else {})})
             done += len(batch)
             print(f"upsampled {done} face(s) so far (batch of {len(batch)})")
+    return records, done
 
-    skipped = [r for r in records if r.status == "skipped"]
-    summary = {
-        "inputs": len(records), "upsampled_inputs": len(records) - len(skipped), "skipped_inputs": len(skipped),
-        "results": done, "skipped_by_kind": dict(Counter(r.kind for r in skipped)), "time_s": round(time.perf_counter() - t0, 3),
+
+def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], records: list[Record], done: int, seconds: float) -> int:
+    """Write report.json, print the summary line; the exit code (1 when nothing was upsampled)."""
+    args = job.args
+    summary = {**input_counts(records, "upsampled_inputs"), "results": done, "time_s": round(seconds, 3)}
+    settings = {
+        **model_files, "guidance": args.guidance,
+        "size": up.size, "lr_size": up.lr_size, "side_resolutions": list(up.gds.resolutions),
+        "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces,
+        "min_prob": None if args.as_lr else args.min_prob, "alignment": None if args.as_lr else "ffhq (MTCNN eye centres and mouth corners)",
+        "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up, args.as_lr),
     }
-    report = {
-        "settings": {
-            **model_files, "guidance": args.guidance,
-            "size": up.size, "lr_size": up.lr_size, "side_resolutions": list(up.gds.resolutions),
-            "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces,
-            "min_prob": None if args.as_lr else args.min_prob, "alignment": None if args.as_lr else "ffhq (MTCNN eye centres and mouth corners)",
-            "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up, args.as_lr),
-        },
-        "summary": summary,
-        "inputs": [r.as_dict() for r in records],
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    path = job.out_dir / "report.json"
+    path.write_text(json.dumps({"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]}, indent=2))
+    skipped = summary["skipped_inputs"]
     kinds = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_kind"].items())
     print(f"upsample: {done} result(s) from {summary['upsampled_inputs']}/{len(records)} input(s)"
-          + (f"; {len(skipped)} skipped ({kinds})" if skipped else "") + f"; report {out_dir / 'report.json'}")
+          + (f"; {skipped} skipped ({kinds})" if skipped else "") + f"; report {path}")
     if not done:
         print("error: nothing was upsampled (every input was skipped, reasons above and in report.json)", file=sys.stderr)
         return 1
     return 0
+
+
+@register_command("upsample", "Pro-PULSE on photos: detect, align, DS to LR, upsample; HR + side outputs + report.json")
+def main(argv: Sequence[str]) -> int:
+    job = read_photo_job(build_parser().parse_args(list(argv)))  # the output folder exists before any model loads
+    up, model_files = load_upsampler(job.model_files, job.args.guidance, job.device)
+    t0 = time.perf_counter()
+    records, done = run(job, up)
+    return report(job, up, model_files, records, done, time.perf_counter() - t0)
