@@ -66,12 +66,15 @@ class ProPulseCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run ``fit``/``validate``/``test``/``predict`` holding the run directory's lock, with the
         checkpoint stamped and ``--ckpt_path`` checked before Lightning reads it."""
+        from lit_propulse.callbacks.finite import FiniteGuard
         from lit_propulse.loggers import run_dir
         from lit_propulse.runs import ModuleStamp, check_ckpt_path, class_path, run_lock
 
         check_ckpt_path(self.config[subcommand].get("ckpt_path"), class_path(self.model), self.model)
         if not any(isinstance(c, ModuleStamp) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(ModuleStamp())
+        if subcommand == "fit" and not any(isinstance(c, FiniteGuard) for c in self.trainer.callbacks):
+            self.trainer.callbacks.insert(0, FiniteGuard())  # before checkpointing and the stage export
         with run_lock(run_dir(self.trainer)):
             super()._run_subcommand(subcommand)
 

@@ -68,6 +68,13 @@ class Failing(Counting):
         return super().training_step(batch, batch_idx)
 
 
+class Exporting(Counting):
+    """A stage with an export (as the Pro-PULSE stages): ``export(path)`` saves the weights."""
+
+    def export(self, path: str) -> None:
+        torch.save(self.state_dict(), path)
+
+
 class Data(pl.LightningDataModule):
     def __init__(self, n: int = 16, batch_size: int = 2) -> None:
         super().__init__()
@@ -189,3 +196,48 @@ def test_symlink_loops_and_outside_links_are_not_followed_and_files_count_once(t
     assert files == ["a.png", "sub/b.png"]
     msg = str(rec[0].message)
     assert "sub/loop" in msg and "again" in msg and "a_link.png" in msg and "out" in msg
+
+
+# ----------------------------------------------------------------------------------------------
+# Finite or failed
+
+
+def test_a_diverging_run_stops_by_name_keeps_its_last_good_checkpoint_and_writes_no_export(tmp_path, capsys):
+    code = cli(
+        "fit", tmp_path, "--model.init_args.lr", "1e12", "--trainer.max_steps", "40", "--trainer.log_every_n_steps", "1",
+        "--trainer.callbacks+=lit_propulse.callbacks.export.StageExport", "--trainer.callbacks.path=stage.pt",
+        "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=1", "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.dirpath", str(tmp_path / "checkpoints"), model="Exporting",
+    )
+    assert code == 2
+    line = one_error_line(capsys)
+    assert "training diverged at step" in line and "loss" in line
+    assert not (tmp_path / "stage.pt.done").exists()
+    if (tmp_path / "stage.pt").exists():  # an export from an earlier, finite checkpoint save
+        assert all(bool(torch.isfinite(v).all()) for v in torch.load(tmp_path / "stage.pt").values())
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(bool(torch.isfinite(v).all()) for v in last["state_dict"].values())
+
+
+def test_loaders_refuse_non_finite_weights_by_name(tmp_path):
+    from lit_propulse.core.weights import FORMAT, load_module
+    from lit_propulse.networks.encoders import EWEncoder
+
+    enc = EWEncoder(8, 32, 10, channels=8, num_groups=1, rcabs_per_group=1, reduction=4)
+    state = {k: v.clone() for k, v in enc.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first][...] = float("nan")
+    torch.save({"format": FORMAT, "class": "lit_propulse.networks.encoders.EWEncoder", "init_args": enc.init_args, "state_dict": state}, tmp_path / "ew.pt")
+    with pytest.raises(UserFacingError, match=f"not finite.*{first}"):
+        load_module(tmp_path / "ew.pt")
+
+
+def test_json_reports_never_hold_nan_or_infinity(tmp_path):
+    import json
+
+    from lit_propulse.core.reports import write_json
+
+    write_json(tmp_path / "r.json", {"direction_norm": float("inf"), "l_ds": [0.1, float("nan")]})
+    text = (tmp_path / "r.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))["non_finite"] == ["direction_norm", "l_ds[1]"]

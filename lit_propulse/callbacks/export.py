@@ -6,6 +6,8 @@ import os
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from lit_propulse.core.errors import DivergedError
+from lit_propulse.core.weights import assert_finite
 from lit_propulse.loggers import run_dir
 
 
@@ -33,6 +35,7 @@ class StageExport(pl.Callback):
     @rank_zero_only
     def _export(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         path = self.resolve(trainer)
+        assert_finite(pl_module.state_dict(), f"{path}: not written", DivergedError)  # a diverged run writes no export
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         pl_module.export(path)
 

@@ -30,3 +30,8 @@ class BadImageError(UserFacingError, RuntimeError):
     def __init__(self, message: str, bad: Sequence = ()) -> None:
         super().__init__(message)
         self.bad = list(bad)
+
+
+class DivergedError(UserFacingError, FloatingPointError):
+    """Training produced a non-finite loss or weight: the message names the step, the term or the
+    tensors, and says what was kept (the last good checkpoint) and what was not written."""

@@ -19,12 +19,12 @@ import inspect
 import os
 import pickle
 import zipfile
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from lit_propulse.core.errors import MissingFilesError, WeightsFileError
+from lit_propulse.core.errors import DivergedError, MissingFilesError, WeightsFileError
 from lit_propulse.core.files import needs_file
 
 FORMAT = "lit_propulse.module/1"
@@ -57,6 +57,18 @@ def safe_load(path: str | os.PathLike, what: str, error: type[WeightsFileError] 
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise error(f"{path}: not a readable torch file (corrupt or truncated: {first[:200]}); {what}") from None
+
+
+def nonfinite(tensors: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def assert_finite(tensors: Mapping[str, Any], source: str, error: type[Exception] = WeightsFileError) -> None:
+    """Raise ``error`` naming ``source`` and the non-finite tensors (a diverged run's weights)."""
+    bad = nonfinite(tensors)
+    if bad:
+        raise error(f"{source}: {len(bad)} of {len(tensors)} tensors are not finite (NaN/inf), e.g. {bad[:4]}: the weights come from a diverged run")
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -117,11 +129,13 @@ def save_module(module: nn.Module, path: str | os.PathLike, extra: dict[str, Any
     name = f"{cls.__module__}.{cls.__qualname__}"
     if EXPORTABLE.get(name) != f"{cls.__module__}:{cls.__qualname__}":
         raise ValueError(f"{name} is not in serialization.EXPORTABLE: register it there so its exports can be loaded")
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    assert_finite(state, f"{path} ({name})", DivergedError)
     ckpt = {
         "format": FORMAT,
         "class": name,
         "init_args": module.init_args,
-        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "state_dict": state,
     }
     ckpt.update(extra or {})
     atomic_save(ckpt, path)
@@ -147,6 +161,7 @@ def load_module(path: str | os.PathLike, expected: type | None = None, what: str
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise WeightsFileError(f"{path}: has no state_dict of tensors")
+    assert_finite(state, path)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsFileError(f"{path}: state dict does not match {cls.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")

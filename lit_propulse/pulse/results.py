@@ -4,7 +4,6 @@ summary reports), with the name helpers that tie an output to its input image.""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lit_propulse.core.reports import write_json
 from lit_propulse.core.images import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def write_image_reports(
     folder.mkdir(parents=True, exist_ok=True)
     for name, rs in by_name.items():
         report = image_report(rs, notes.get(name, ""), degraded_vs_clean[name], eps, settings)
-        (folder / f"{name}.json").write_text(json.dumps(report, indent=2))
+        write_json(folder / f"{name}.json", report)
 
 
 def summarize(rows: Sequence[SearchRow], degraded_vs_clean: Mapping[str, float]) -> dict[str, Any]:
