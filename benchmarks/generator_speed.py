@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lit_propulse.networks.stylegan2 import Blur, Generator, Upsample
+from lit_propulse.networks.stylegan2 import Generator
+from lit_propulse.networks.upfirdn2d import Blur, Upsample
 
 
 def cpu_name() -> str:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from lit_propulse.core.images import make_grid, resize_nearest
+from lit_propulse.core.weights import safe_load
 
 DIRECTION_SUFFIXES = (".npy", ".pt", ".pth")
 
@@ -31,7 +32,9 @@ def load_direction(path: str | os.PathLike) -> Tensor:
     """A direction file as a float32 tensor, shape unchecked (see :func:`layer_direction`).
 
     ``.npy`` (``numpy.save``; InterFaceGAN's boundaries) or ``.pt`` / ``.pth`` (``torch.save`` of a
-    tensor or array, or of a dict holding exactly one). Loaded without pickle code execution.
+    tensor or array, or of a dict holding exactly one). Loaded without pickle code execution
+    (:func:`~lit_propulse.core.weights.safe_load`): an unreadable file is a ``ValueError``, a missing
+    one a ``FileNotFoundError``.
     """
     p = str(path)
     suffix = os.path.splitext(p)[1].lower()
@@ -45,10 +48,7 @@ def load_direction(path: str | os.PathLike) -> Tensor:
         except (ValueError, OSError) as e:
             raise ValueError(f"{p}: not a readable .npy array ({e})") from None
     else:
-        try:
-            arr = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
-            raise ValueError(f"{p}: not a readable torch file ({str(e).strip().splitlines()[0][:200]})") from None
+        arr = safe_load(p, "expected a latent direction (torch.save of a tensor, or of a dict holding one)")
         if isinstance(arr, dict):
             values = [v for v in arr.values() if isinstance(v, (Tensor, np.ndarray))]
             if len(values) != 1:

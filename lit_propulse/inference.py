@@ -18,8 +18,9 @@ from torch import Tensor, nn
 from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.errors import UserFacingError
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder, compose_wplus
-from lit_propulse.core.weights import load_module
-from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator, load_gds
+from lit_propulse.core.weights import load_module, safe_load
+from lit_propulse.networks.gds import DeeplySupervisedGenerator, load_gds
+from lit_propulse.networks.stylegan2 import Generator
 
 Guidance = Literal["ew", "latent_avg"]
 
@@ -133,7 +134,7 @@ class ProPulseUpsampler(nn.Module):
         base = None
         scale = None
         if isinstance(enc, EWPlusEncoder):
-            meta = torch.load(str(encoder), map_location="cpu", weights_only=True)
+            meta = safe_load(encoder, "expected the E_W+ export (ewplus.pt) written by the E_W+ stage")
             scale = int(meta.get("active_scale", G_ds.size))
             if ew is not None:
                 base = load_module(ew, expected=EWEncoder, what="E_W encoder")

@@ -1,5 +1,7 @@
-"""Evaluation metrics against analytic values and independent references, the side-by-side
-EvaluationModule (CLI, report, skipped metrics), and a 2-process DDP run counting each image once."""
+"""Evaluation metrics against analytic values and independent references, the metric suite (one
+prefixed MetricCollection per method; absent weights skipped with a reason, unusable ones and failing
+metrics raising), the side-by-side EvaluationModule (CLI, report), and a 2-process DDP run counting
+each image once."""
 from __future__ import annotations
 
 import json
@@ -12,17 +14,32 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.downscale import downscale
-from lit_propulse.evaluation import BicubicMethod, EvaluationModule, MetricSuite, ProPulseMethod, SRMethod
-from lit_propulse.metrics.quality import DownscaleConsistency, FIDFeatures, psnr_ssim_metrics, to_unit
-from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
+from lit_propulse.core.errors import UserFacingError
+from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.weights import save_module
-from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator
+from lit_propulse.evaluation import (
+    BicubicMethod,
+    EvaluationModule,
+    MetricSuite,
+    ProPulseMethod,
+    SRMethod,
+    StageEvaluation,
+)
+from lit_propulse.metrics.quality import (
+    DownscaleConsistency,
+    FIDFeatures,
+    psnr_ssim_metrics,
+    to_unit,
+)
+from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
+from lit_propulse.networks.gds import DeeplySupervisedGenerator
+from lit_propulse.networks.stylegan2 import Generator
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
+TOY_CLASSIFIER = str(ROOT / "lit_propulse" / "data" / "toy_attributes_64.pt")
 
 
 def _batch(n: int = 6, size: int = 64, lr: int = 8, seed: int = 0) -> SRBatch:
@@ -134,6 +151,71 @@ def test_missing_weights_are_skipped_with_a_reason(tmp_path):
     assert "fid" not in r and "lpips" not in r and (math.isinf(r["psnr"]) or r["psnr"] > 50)
 
 
+@pytest.mark.parametrize("arg", ["attribute_classifier", "identity_weights", "lpips_weights", "inception_weights", "niqe_params"])
+def test_a_weights_file_that_exists_but_is_garbage_raises_instead_of_being_skipped(tmp_path, arg):
+    """A mistyped path that names the wrong (existing) file stops the run in one line naming it; it is
+    not turned into a skipped metric (a table of dashes)."""
+    bad = tmp_path / "typo_weights.pth"
+    bad.write_bytes(b"this is not a weights file\n" * 16)
+    kwargs = {"fid": "inception" if arg == "inception_weights" else "none", "niqe": arg == "niqe_params", arg: str(bad)}
+    with pytest.raises(UserFacingError, match="typo_weights.pth"):
+        MetricSuite(**kwargs)
+    with pytest.raises(UserFacingError, match="directory"):  # an existing path that is no file at all
+        MetricSuite(fid="none", niqe=False, attribute_classifier=str(tmp_path))
+
+
+def test_an_absent_weights_file_is_skipped_with_its_reason_in_the_report(tmp_path):
+    import pytorch_lightning as pl
+
+    from datamodules.toy_faces import ToyFacesDataModule
+
+    suite = MetricSuite(fid="none", niqe=False, identity_weights=str(tmp_path / "absent_arcface.pth"))
+    assert suite.skipped["identity"].startswith(f"{tmp_path / 'absent_arcface.pth'}: file not found")
+    model = EvaluationModule([BicubicMethod()], suite, output_dir=str(tmp_path / "rep"), grid_images=2)
+    dm = ToyFacesDataModule(hr_size=32, lr_size=8, num_train=4, num_test=4, batch_size=4, hflip=False)
+    pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False).test(model, datamodule=dm, verbose=False)
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert "identity" not in rep["results"]["bicubic"] and rep["results"]["bicubic"]["count"] == 4
+    assert rep["skipped"]["identity"] == suite.skipped["identity"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"- **identity**: {suite.skipped['identity']}" in md
+
+
+def test_each_method_has_its_own_collection_prefixed_with_its_name():
+    from torchmetrics import MetricCollection
+
+    suite = MetricSuite(fid="none", niqe=False)
+    a, b = suite.add_method("bicubic"), suite.add_method("Pro-PULSE")
+    assert isinstance(a, MetricCollection) and (a.prefix, b.prefix) == ("bicubic/", "Pro-PULSE/")
+    x = _batch(4)
+    suite.update("bicubic", ImageOutput(x.hr), x)
+    suite.update("Pro-PULSE", ImageOutput((x.hr + 0.1).clamp(-1, 1)), x)
+    assert set(a.compute()) == {"bicubic/l_ds", "bicubic/success_rate", "bicubic/count", "bicubic/psnr", "bicubic/ssim"}
+    assert set(b.compute()) == {k.replace("bicubic/", "Pro-PULSE/") for k in a.compute()}
+    assert suite.compute("bicubic")["l_ds"] < 1e-12 < suite.compute("Pro-PULSE")["l_ds"]  # separate states
+    val = suite.add_method("val", keys=["psnr"])  # a validation subset
+    suite.update("val", ImageOutput(x.hr), x)
+    assert set(val.compute()) == {"val/psnr"}
+    with pytest.raises(ValueError, match="unknown metric keys"):
+        suite.add_method("other", keys=["psnr", "fidd"])
+    with pytest.raises(ValueError, match="val_metrics"):
+        StageEvaluation(val_metrics=["psnr", "fidd"])
+
+
+def test_a_metric_failing_during_update_or_compute_raises():
+    suite = MetricSuite(fid="none", niqe=True)  # the published pristine model: 96-px blocks
+    b = _batch(2, 32, 8)
+    with pytest.raises(ValueError):
+        suite.update("m", ImageOutput(b.hr), b)  # 32-px images are too small for it
+    assert "niqe" not in suite.skipped
+    suite = MetricSuite(fid="attributes", attribute_classifier=TOY_CLASSIFIER, niqe=False)
+    one = _batch(1)
+    suite.update("m", ImageOutput(one.hr), one)
+    with pytest.raises(RuntimeError):  # FID needs at least two images per set
+        suite.compute("m")
+    assert "fid" not in suite.skipped
+
+
 # -- the module -----------------------------------------------------------------------------------
 
 
@@ -164,17 +246,17 @@ def test_cli_test_writes_the_side_by_side_report(exports, tmp_path):
     cfg = {
         "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False, "default_root_dir": str(tmp_path)},
         "model": {
-            "class_path": "lit_propulse.evaluation.EvaluationModule",
+            "class_path": "lit_propulse.evaluation.module.EvaluationModule",
             "init_args": {
                 "output_dir": str(tmp_path / "report"),
                 "grid_images": 3,
                 "methods": [
-                    {"class_path": "lit_propulse.evaluation.BicubicMethod", "init_args": {"name": "bicubic"}},
-                    {"class_path": "lit_propulse.evaluation.PULSEMethod", "init_args": {"name": "PULSE", "generator": FIX, "cache_dir": str(tmp_path / "cache"), "config": {"steps": 3, "gaussian_fit_samples": 2000}}},
-                    {"class_path": "lit_propulse.evaluation.ProPulseMethod", "init_args": {"name": "E_W", "gds": exports["gds"], "encoder": exports["ew"], "show_sides": False}},
-                    {"class_path": "lit_propulse.evaluation.ProPulseMethod", "init_args": {"name": "Pro-PULSE", "gds": exports["gds"], "encoder": exports["ewplus"], "ew": exports["ew"]}},
+                    {"class_path": "lit_propulse.evaluation.methods.BicubicMethod", "init_args": {"name": "bicubic"}},
+                    {"class_path": "lit_propulse.evaluation.methods.PULSEMethod", "init_args": {"name": "PULSE", "generator": FIX, "cache_dir": str(tmp_path / "cache"), "config": {"steps": 3, "gaussian_fit_samples": 2000}}},
+                    {"class_path": "lit_propulse.evaluation.methods.ProPulseMethod", "init_args": {"name": "E_W", "gds": exports["gds"], "encoder": exports["ew"], "show_sides": False}},
+                    {"class_path": "lit_propulse.evaluation.methods.ProPulseMethod", "init_args": {"name": "Pro-PULSE", "gds": exports["gds"], "encoder": exports["ewplus"], "ew": exports["ew"]}},
                 ],
-                "metrics": {"class_path": "lit_propulse.evaluation.MetricSuite", "init_args": {"fid": "none", "niqe": False}},
+                "metrics": {"class_path": "lit_propulse.evaluation.suite.MetricSuite", "init_args": {"fid": "none", "niqe": False}},
             },
         },
         "data": {"class_path": "datamodules.toy_faces.ToyFacesDataModule", "init_args": {"hr_size": 64, "lr_size": 8, "num_train": 4, "num_test": 7, "batch_size": 3, "hflip": False}},
@@ -285,7 +367,7 @@ def test_suite_with_the_shipped_toy_networks_scores_gt_as_perfect():
     ds = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=24)
     hr = torch.stack([ds[i]["hr"] for i in range(24)])
     batch = SRBatch(hr=hr, lr=downscale(hr, 8), index=torch.arange(24))
-    suite = MetricSuite(fid="attributes", attribute_classifier=str(ROOT / "lit_propulse/data/toy_attributes_64.pt"),
+    suite = MetricSuite(fid="attributes", attribute_classifier=TOY_CLASSIFIER,
                         niqe_params=str(ROOT / "lit_propulse/data/niqe_toy_pristine.npz"))
     assert not {"fid", "attr_diff", "niqe"} & set(suite.skipped)
     suite.add_method("gt")

@@ -15,7 +15,8 @@ from lit_propulse.cli import main
 from lit_propulse.core.errors import UserFacingError
 from lit_propulse.networks.encoders import EWEncoder
 from lit_propulse.core.weights import EXPORTABLE, FORMAT, load_module, record_init_args, save_module
-from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator
+from lit_propulse.networks.gds import DeeplySupervisedGenerator
+from lit_propulse.networks.stylegan2 import Generator
 
 TINY_G = dict(size=64, style_dim=32, n_mlp=1, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
 

@@ -9,7 +9,7 @@ import torch
 from lit_propulse.core.downscale import downscale
 from datamodules.generated import GeneratorSamplesDataModule, GeneratorSamplesDataset
 from lit_propulse.cli import main
-from lit_propulse.networks.stylegan2 import load_generator
+from lit_propulse.networks.checkpoints import load_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")

@@ -14,7 +14,8 @@ from lit_propulse.callbacks.progressive import ProgressiveScaleCallback
 from lit_propulse.cli import main
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.core.weights import load_module
-from lit_propulse.networks.stylegan2 import load_gds, num_ws_up_to
+from lit_propulse.networks.gds import load_gds
+from lit_propulse.networks.stylegan2 import num_ws_up_to
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
@@ -44,6 +45,17 @@ def fit(config: Path | list[Path], *args: str) -> None:
     configs = config if isinstance(config, list) else [config]
     argv = ["fit"] + [a for c in configs for a in ("--config", str(c))] + QUIET + DATA + list(args)
     assert main(argv) == 0
+
+
+def with_val_metrics(config: Path, keys: list[str], out: Path) -> Path:
+    """``config`` with its StageEvaluation callback's ``val_metrics`` set to ``keys``, written to ``out``."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    callback = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith(".StageEvaluation"))
+    callback.setdefault("init_args", {})["val_metrics"] = keys
+    out.write_text(yaml.safe_dump(cfg))
+    return out
 
 
 def read_metrics(d: Path) -> list[dict[str, str]]:
@@ -243,12 +255,26 @@ def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):
     assert main(["test", "--config", str(TOY / "ewplus.yaml"), *args, "--ckpt_path", str(ck)]) == 0
     rep = json.loads((tmp_path / "t" / "report.json").read_text())
     assert list(rep["results"]) == ["Pro-PULSE"] and rep["results"]["Pro-PULSE"]["count"] == 8
-    assert {"l_ds", "psnr", "ssim", "success_rate"} <= set(rep["results"]["Pro-PULSE"])
-    # validation with a metric subset
-    fit(TOY / "ew.yaml", *encoder_args("ew", tmp_path), "--model.init_args.gds.init_args.path", str(stages / "gds" / "gds.pt"),
-        "--model.init_args.val_metrics=[psnr,consistency]", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "v"))
+    assert {"l_ds", "psnr", "ssim", "success_rate", "attr_diff", "fid", "niqe"} <= set(rep["results"]["Pro-PULSE"])  # the YAML's toy metric suite
+    assert (tmp_path / "t" / "report.md").is_file() and (tmp_path / "t" / "strip.png").is_file()
+    assert any(r.get("val/attr_diff") for r in read_metrics(stages / "ew"))  # the toy YAMLs' validation subset
+    # validation with a metric subset (the StageEvaluation callback's val_metrics)
+    ew_yaml = with_val_metrics(TOY / "ew.yaml", ["psnr", "consistency"], tmp_path / "ew.yaml")
+    fit(ew_yaml, *encoder_args("ew", tmp_path), "--model.init_args.gds.init_args.path", str(stages / "gds" / "gds.pt"), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "v"))
     rows = read_metrics(tmp_path / "v")
     assert any(r.get("val/psnr") for r in rows) and any(r.get("val/l_ds") for r in rows)
+
+
+def test_training_modules_load_no_evaluation_code():
+    """The stage modules score nothing themselves (layer 4 below evaluation, layer 5): importing them
+    loads neither lit_propulse.evaluation nor PULSE nor NIQE."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lit_propulse.modules.propulse, lit_propulse.modules.attribute_module; "
+            "print(sorted(m for m in sys.modules if m.startswith(('lit_propulse.evaluation', 'lit_propulse.pulse', 'lit_propulse.metrics.niqe'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
 
 
 def test_grid_runs_variants_resumably_and_collects_table_ii(stages, tmp_path, capsys):

@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_propulse.networks.stylegan2 import (
-    CheckpointError,
-    Discriminator,
-    Generator,
-    num_ws_up_to,
-    synthesis_layout,
-    upfirdn2d,
-)
+import lit_propulse
+from lit_propulse.core.errors import CheckpointError
+from lit_propulse.networks.stylegan2 import Discriminator, Generator, num_ws_up_to, synthesis_layout
+from lit_propulse.networks.upfirdn2d import upfirdn2d
 from tests.port_reference import port_generator_forward, port_mapping, upfirdn2d_naive
 
 FIX = Path(__file__).parent / "fixtures" / "stylegan2_port_g64"
@@ -177,6 +173,24 @@ def test_trainer_layout_with_args_namespace(tmp_path, G, D):
     img = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         assert maxabs(Discriminator.from_checkpoint(path)(img), D(img)) == 0
+
+
+def test_shipped_toy_generator_loads_exactly():
+    """The toy StyleGAN2 shipped in the package (saved before checkpoint I/O moved to
+    networks/checkpoints.py) loads with every tensor, latent_avg and arch as stored."""
+    path = Path(lit_propulse.__file__).parent / "data" / "toy_stylegan2_64.pt"
+    raw = torch.load(path, weights_only=True)
+    G2, D2 = Generator.from_checkpoint(path), Discriminator.from_checkpoint(path)
+    def shapes(arch):  # the blur kernel is read back normalised; its buffers are compared below
+        return {k: v for k, v in arch.items() if k != "blur_kernel"}
+
+    assert shapes(G2.arch) == shapes(raw["arch"]) and shapes(D2.arch) == shapes(raw["d_arch"])
+    assert torch.equal(G2.latent_avg, raw["latent_avg"])
+    g_file, g_ours = raw["g_ema"], G2.port_state_dict()
+    assert sorted(g_file) == sorted(g_ours) and all(torch.equal(g_file[k], g_ours[k]) for k in g_file)
+    assert all(torch.equal(raw["d"][k], v) for k, v in D2.state_dict().items()) and len(raw["d"]) == len(D2.state_dict())
+    G_train = Generator.from_checkpoint(path, key="g")  # the trainer's non-EMA weights
+    assert all(torch.equal(raw["g"][k], v) for k, v in G_train.port_state_dict().items())
 
 
 def test_own_format_round_trip(tmp_path, G, D):

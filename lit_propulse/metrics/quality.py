@@ -11,11 +11,14 @@ so DDP adds them up and each image counts once with the project's non-padding te
   (PULSE App. C reports both).
 * :class:`FIDFeatures` — adapts any network with ``features(x)`` (e.g. the toy attribute classifier)
   to torchmetrics' ``FrechetInceptionDistance(feature=...)``.
+* :class:`InceptionFeatures` — the FID Inception-v3 (torch-fidelity's port, Pro-PULSE Table I's FID)
+  read from its weights file, as the same kind of feature extractor on [-1, 1] images.
 
 Images are float [-1, 1] NCHW RGB, the project's convention.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -23,9 +26,15 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from lit_propulse.core.errors import (
+    MissingFilesError,
+    UserFacingError,
+    WeightsFileError,
+)
+from lit_propulse.core.images import to_uint8
 from lit_propulse.losses.pulse import DownscaleLoss
 
-__all__ = ["DownscaleConsistency", "FIDFeatures", "IdentitySimilarity", "LPIPSDistance", "cosine_similarity", "psnr_ssim_metrics", "to_unit"]
+__all__ = ["DownscaleConsistency", "FIDFeatures", "IdentitySimilarity", "InceptionFeatures", "LPIPSDistance", "cosine_similarity", "psnr_ssim_metrics", "to_unit"]
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -148,9 +157,49 @@ class FIDFeatures(nn.Module):
         self.num_features = int(net.num_features)
         self.name = name
 
-    def train(self, mode: bool = True) -> "FIDFeatures":
+    def train(self, mode: bool = True) -> FIDFeatures:
         return super().train(False)
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.net.features(x.float())  # [B, D]
+
+
+class InceptionFeatures(nn.Module):
+    """The FID Inception-v3 pool features (2048) of torchmetrics/torch-fidelity, read from a weights file,
+    on [-1, 1] images (converted to the uint8 the network expects): the custom feature extractor of
+    ``FrechetInceptionDistance(feature=...)`` for Pro-PULSE Table I's FID.
+
+    Args:
+        weights_path: torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``. A missing file
+            raises :class:`MissingFilesError`; an unusable one (or no torch-fidelity) a :class:`UserFacingError`.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights_path: str) -> None:
+        super().__init__()
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+        from lit_propulse.networks.feature_nets import INCEPTION_FID_WEIGHTS
+
+        path = str(weights_path)
+        if not os.path.isfile(path):
+            raise MissingFilesError(f"{path}: not found. Expected {INCEPTION_FID_WEIGHTS}. Copy it to this path (nothing is downloaded).")
+        if not _TORCH_FIDELITY_AVAILABLE:
+            raise UserFacingError(f"{path}: the Inception FID needs torch-fidelity: pip install torch-fidelity")
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        try:
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(self.num_features)], feature_extractor_weights_path=path)
+        except Exception as e:  # noqa: BLE001 - any unreadable/foreign file: one line naming it
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise WeightsFileError(f"{path}: not usable as the FID Inception weights ({detail}). Expected {INCEPTION_FID_WEIGHTS}.") from None
+        self.net.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> InceptionFeatures:
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.net(to_uint8(x)).reshape(x.shape[0], -1)  # [B, 2048]

@@ -26,10 +26,10 @@ from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.downscale import downscale
 from lit_propulse.losses.gan import WGANDiscriminatorLoss
 from lit_propulse.losses.propulse import EncoderLoss, GdsLoss, GradientPenalty
-from lit_propulse.evaluation import EvaluationHooks, MetricSuite, ModuleMethod, SRMethod
 from lit_propulse.inference import encode_ws
 from lit_propulse.core.weights import save_module
-from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Discriminator
+from lit_propulse.networks.gds import DeeplySupervisedGenerator
+from lit_propulse.networks.stylegan2 import Discriminator
 
 
 class ExternalWeightsMixin:
@@ -39,7 +39,7 @@ class ExternalWeightsMixin:
     back for exactly those keys, so every other key still loads strictly."""
 
     #: state-dict key prefixes of frozen networks that the config rebuilds
-    external_prefixes: tuple[str, ...] = ("gds.generator.", "loss.id.", "loss.pp.", "ew_encoder.", "evaluation.")
+    external_prefixes: tuple[str, ...] = ("gds.generator.", "loss.id.", "loss.pp.", "ew_encoder.")
 
     def _is_external(self, key: str) -> bool:
         return key.startswith(self.external_prefixes)
@@ -130,11 +130,14 @@ class GdsModule(ExternalWeightsMixin, pl.LightningModule):
         self.gds.save(path)
 
 
-class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModule, abc.ABC):
+class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
     """Shared wiring of the E_W and E_W+ stages: encode the LR into w+, render through G_ds, Eq. (5)
     for the encoder, Eq. (9) for the WGAN critic (manual optimisation, one critic step per encoder step).
 
     Subclasses define :meth:`compose_ws` (Eq. (4) or (10)) and :meth:`trainable_encoder_parameters`.
+    ``validation_step`` and ``test_step`` return the model's :class:`ImageOutput` for the batch: the
+    stage's self-evaluation (metrics at validation, the report on ``test``) is a callback that scores
+    it, ``lit_propulse.evaluation.StageEvaluation`` in ``trainer.callbacks``.
 
     Args:
         gds: the deeply-supervised generator from the G_ds stage (frozen; its branches train too in
@@ -150,10 +153,6 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
             ``gds_loss`` added (Sec. IV-G "E2E").
         gds_loss: Eq. (1), required when ``train_side_heads``.
         noise: the generator's noise: "const" (its stored maps, deterministic outputs) or "random".
-        evaluation: metrics of ``python -m lit_propulse test`` (report.json/report.md/grids in the run
-            directory, :mod:`lit_propulse.evaluation`); None = L_DS, success rate, PSNR and SSIM only.
-        val_metrics: keys of ``evaluation`` also computed at every validation on the validation subset
-            and logged as ``val/<key>`` (e.g. ["attr_diff", "psnr"]); [] = none.
     """
 
     def __init__(
@@ -168,20 +167,15 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
         train_side_heads: bool = False,
         gds_loss: GdsLoss | None = None,
         noise: Literal["const", "random"] = "const",
-        evaluation: MetricSuite | None = None,
-        val_metrics: list[str] | None = None,
     ) -> None:
         super().__init__()
-        bad = set(val_metrics or []) - set(MetricSuite.keys)
-        if bad:
-            raise ValueError(f"val_metrics {sorted(bad)} are not metric keys; choose from {list(MetricSuite.keys)}")
         if loss.needs_discriminator and discriminator is None:
             raise ValueError(f"lambda_adv = {loss.weights['adv']} needs a discriminator; give one or set lambda_adv: 0")
         if train_side_heads and gds_loss is None:
             raise ValueError("train_side_heads (the E2E variant) needs gds_loss (Eq. (1)) for the branches")
         if discriminator is not None and discriminator.size != gds.size:
             raise ValueError(f"discriminator size {discriminator.size} != generator size {gds.size}")
-        self.save_hyperparameters(ignore=["gds", "loss", "discriminator", "gds_loss", "encoder", "ew_encoder", "evaluation"])
+        self.save_hyperparameters(ignore=["gds", "loss", "discriminator", "gds_loss", "encoder", "ew_encoder"])
         self.automatic_optimization = False
         self.gds = gds
         self.loss = loss
@@ -190,9 +184,6 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
         self.gp = GradientPenalty(gradient_penalty) if gradient_penalty > 0 else None
         self.gds_loss = gds_loss if train_side_heads else None
         self.gds.heads.requires_grad_(train_side_heads)
-        self.evaluation = evaluation if evaluation is not None else MetricSuite(fid="none", niqe=False)
-        self.val_metrics = list(val_metrics or [])
-        self.report_title = f"{type(self).__name__} (python -m lit_propulse test)"
 
     # -- to define in subclasses ------------------------------------------------------------------
     @abc.abstractmethod
@@ -271,34 +262,22 @@ class EncoderStageModule(ExternalWeightsMixin, EvaluationHooks, pl.LightningModu
                 torch.distributed.all_reduce(p.grad)
                 p.grad.div_(world)
 
-    def validation_step(self, batch: SRBatch, batch_idx: int) -> None:
+    def validation_step(self, batch: SRBatch, batch_idx: int) -> ImageOutput:
+        """Log the unweighted L_rec per scale (Eq. (6)) as ``val/loss/rec[/<r>]``; return the output (for callbacks' metrics)."""
         out = self(batch.lr)
         per_scale = self.loss.rec.per_scale(out, batch.lr)
         logs = {f"val/loss/rec/{r}": v for r, v in per_scale.items()}
         logs["val/loss/rec"] = torch.stack(list(per_scale.values())).mean()
         self.log_dict(logs, batch_size=len(batch), sync_dist=True)
-        if self.val_metrics:
-            self.evaluation.update("val", ImageOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()}), batch, only=self.val_metrics)
+        return out
 
-    def on_validation_epoch_end(self) -> None:
-        if not self.val_metrics or "val" not in self.evaluation.per_method:
-            return
-        res = self.evaluation.compute("val", only=self.val_metrics)  # synced over processes by torchmetrics
-        self.log_dict({f"val/{k}": v for k, v in res.items() if isinstance(v, (int, float)) and k != "count"}, rank_zero_only=True)
-        for group in (self.evaluation.per_method["val"], self.evaluation.side_attr["val"]):
-            for metric in group.values():
-                metric.reset()
-
-    # -- test: the stage evaluates itself (lit_propulse.evaluation.EvaluationHooks) ---------------
-    def evaluation_methods(self) -> list[SRMethod]:
-        return [ModuleMethod(self.method_name, self)]
-
-    @property
-    def metric_suite(self) -> MetricSuite:
-        return self.evaluation
+    def test_step(self, batch: SRBatch, batch_idx: int) -> ImageOutput:
+        """The upsampled test batch (scored by ``lit_propulse.evaluation.StageEvaluation`` when configured)."""
+        return self(batch.lr)
 
     @property
     def method_name(self) -> str:
+        """The model's row label in evaluation reports."""
         return "E_W"
 
     def predict_step(self, batch: SRBatch, batch_idx: int) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class StyleGAN2Module(pl.LightningModule):
     @torch.no_grad()
     def _init_from(self, path: str) -> None:
         from lit_propulse.core.errors import CheckpointError
-        from lit_propulse.networks.stylegan2 import load_checkpoint_file
+        from lit_propulse.networks.checkpoints import load_checkpoint_file
 
         ckpt = load_checkpoint_file(path)
         missing = [k for k in ("g", "g_ema", "d") if k not in ckpt]

@@ -23,8 +23,6 @@ Images are float [-1, 1] NCHW RGB.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from typing import Any, Callable, Literal
 
 import torch
@@ -33,6 +31,7 @@ from torch import Tensor, nn
 
 from lit_propulse.core.files import needs_file
 from lit_propulse.core.errors import MissingFilesError, WeightsFileError
+from lit_propulse.core.weights import safe_load
 
 __all__ = [
     "ARCFACE_WEIGHTS",
@@ -90,7 +89,7 @@ CropBox = tuple[float, float, float, float]
 
 
 def load_weights_file(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
-    """The state dict in ``path`` (``torch.load(map_location="cpu", weights_only=True)``).
+    """The state dict in ``path``, read with :func:`~lit_propulse.core.weights.safe_load` (no file runs code).
 
     ``what`` says what the file is and where it comes from; it goes into the errors: MissingFilesError
     when the file does not exist, WeightsFileError when it is unreadable or holds no state dict.
@@ -99,11 +98,7 @@ def load_weights_file(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
     path = str(path)
     if not os.path.isfile(path):
         raise MissingFilesError(f"{path}: not found. Expected {what}. Copy it to this path (nothing is downloaded).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsFileError(f"{path}: not a readable torch weights file ({first}). Expected {what}.") from None
+    state = safe_load(path, f"expected {what}")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

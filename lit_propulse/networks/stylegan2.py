@@ -1,15 +1,19 @@
 """StyleGAN2 (Karras et al., CVPR 2020): mapping, synthesis, generator and discriminator.
 
-The whole family lives in this one file, as in NVlabs' ``training/networks_stylegan2.py``. The
-networks compute exactly what the de-facto standard PyTorch port (rosinality/stylegan2-pytorch)
+The networks only, as NVlabs' ``training/networks_stylegan2.py``: reading and writing checkpoint
+files is :mod:`lit_propulse.networks.checkpoints` (the role of stylegan3's ``legacy.py``), and
+Pro-PULSE's side-output branches (G_ds, Sec. III-C) are :mod:`lit_propulse.networks.gds`.
+
+The networks compute exactly what the de-facto standard PyTorch port (rosinality/stylegan2-pytorch)
 computes and load its checkpoints as they are — the layout of ``stylegan2-ffhq-config-f.pt`` used by
 pSp, e4e and the Pro-PULSE paper (Sec. III-F: "We revise the StyleGAN2 pre-trained on FFHQ") — but
-with no custom CUDA/C++ op: the FIR up/down-sampling (``upfirdn2d``) is expressed as strided
-(transposed) depthwise convolutions, so it runs on CPU and GPU alike with no build step.
+with no custom CUDA/C++ op: the FIR up/down-sampling (:mod:`lit_propulse.networks.upfirdn2d`) is
+expressed as strided (transposed) depthwise convolutions, so it runs on CPU and GPU alike with no
+build step.
 
 Parameter names inside :class:`SynthesisNetwork` and :class:`Discriminator` are the port's, so a
 port state dict maps onto ours by a prefix (``style.*`` -> ``mapping.net.*``, everything else ->
-``synthesis.*``); see :func:`port_to_ours` / :func:`ours_to_port`.
+``synthesis.*``); see :func:`lit_propulse.networks.checkpoints.port_to_ours`.
 
 Layer order and the map "resolution -> which rows of w+ it uses" are defined once, in
 :func:`synthesis_layout` and :func:`num_ws_up_to`; everything else (Pro-PULSE's Eq. (10) progressive
@@ -17,11 +21,8 @@ composition, PULSE's per-layer latents and noise) asks them.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Literal, Sequence, Union
@@ -30,28 +31,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_propulse.core.outputs import ImageOutput
-from lit_propulse.core.errors import CheckpointError
-from lit_propulse.core.files import needs_file
+from lit_propulse.networks.upfirdn2d import Blur, Upsample, make_kernel
+
+# Checkpoint files are read and written by lit_propulse.networks.checkpoints, which imports this
+# module; the thin methods here (from_checkpoint, save, port_state_dict, ...) import it when called.
 
 __all__ = [
-    "CheckpointError",
-    "DeeplySupervisedGenerator",
-    "SideOutputHead",
-    "side_resolutions",
-    "load_discriminator",
-    "load_gds",
-    "load_generator",
     "Discriminator",
     "Generator",
     "LayerSpec",
     "MappingNetwork",
+    "NoiseArg",
     "SynthesisNetwork",
     "SynthesisOutput",
     "default_channels",
     "num_ws_up_to",
     "synthesis_layout",
-    "upfirdn2d",
 ]
 
 NoiseArg = Union[Literal["random", "const", "none"], Sequence[Union[Tensor, None]]]
@@ -134,80 +129,6 @@ def num_ws_up_to(resolution: int) -> int:
     if r < 4 or r & (r - 1):
         raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
     return 2 * int(math.log2(r)) - 2
-
-
-# ----------------------------------------------------------------------------------------------
-# FIR filtering: upfirdn2d as (transposed) depthwise convolutions.
-
-
-def make_kernel(k: Sequence[float] | Sequence[Sequence[float]] | Tensor) -> Tensor:
-    """A 2-D FIR kernel from a 1-D (separable, outer product) or 2-D spec, normalised to sum 1."""
-    k = torch.as_tensor(k, dtype=torch.float32)
-    if k.ndim == 1:
-        k = k[None, :] * k[:, None]
-    if k.ndim != 2:
-        raise ValueError(f"blur kernel must be 1-D or 2-D, got shape {tuple(k.shape)}")
-    return k / k.sum()
-
-
-def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), bias: Tensor | None = None) -> Tensor:
-    """Upsample by zero insertion, pad, convolve with ``kernel`` (true convolution), downsample.
-
-    Same definition as the port's ``upfirdn2d`` (x: [B, C, H, W], kernel: [kh, kw], the same pad
-    (p0, p1) on both axes, negative pads crop), computed without a custom op: with ``up`` > 1 as one
-    depthwise ``conv_transpose2d`` of stride ``up`` followed by a crop, otherwise as a depthwise
-    ``conv2d`` of stride ``down`` on the padded input. Output side: (n*up + p0 + p1 - k) // down + 1.
-    ``bias`` ([C], optional) is added to the output inside the convolution (no extra pass); only
-    without ``up``.
-    """
-    if up > 1 and down > 1:
-        raise ValueError("upfirdn2d: up and down together are not supported")
-    if bias is not None and up > 1:
-        raise ValueError("upfirdn2d: bias is only supported without up-sampling")
-    c = x.shape[1]
-    kh, kw = kernel.shape
-    p0, p1 = pad
-    kernel = kernel.to(dtype=x.dtype)
-    if up > 1:
-        weight = kernel[None, None].expand(c, 1, kh, kw)
-        full = F.conv_transpose2d(x, weight, stride=up, groups=c)  # [B, C, (H-1)*up + kh, ...]
-        # out[o] = full[o + (k - 1 - p0)] for o < n*up + p0 + p1 - k + 1
-        h, w = x.shape[-2:]
-        out_h, out_w = h * up + p0 + p1 - kh + 1, w * up + p0 + p1 - kw + 1
-        ch, cw = kh - 1 - p0, kw - 1 - p0
-        return F.pad(full, [-cw, out_w + cw - full.shape[-1], -ch, out_h + ch - full.shape[-2]])
-    weight = kernel.flip([0, 1])[None, None].expand(c, 1, kh, kw)
-    bias = None if bias is None else bias.to(x.dtype)
-    if p0 == p1 and p0 >= 0:
-        return F.conv2d(x, weight, bias, stride=down, padding=p0, groups=c)  # no padded copy
-    x = F.pad(x, [p0, p1, p0, p1])
-    return F.conv2d(x, weight, bias, stride=down, groups=c)
-
-
-class Blur(nn.Module):
-    """FIR filter with fixed pads (port's ``Blur``); ``scale`` multiplies the kernel (factor**2 after upsampling)."""
-
-    def __init__(self, kernel: Sequence[float] | Tensor, pad: tuple[int, int], scale: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("kernel", make_kernel(kernel) * scale)
-        self.pad = (int(pad[0]), int(pad[1]))
-
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad, bias=bias)
-
-
-class Upsample(nn.Module):
-    """2x FIR upsampling of the skip RGB (port's ``Upsample``)."""
-
-    def __init__(self, kernel: Sequence[float] | Tensor, factor: int = 2) -> None:
-        super().__init__()
-        self.factor = factor
-        self.register_buffer("kernel", make_kernel(kernel) * factor**2)
-        p = self.kernel.shape[0] - factor
-        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -634,25 +555,6 @@ class SynthesisNetwork(nn.Module):
         return SynthesisOutput(image=image, features=features, skips=skips)
 
 
-def port_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename a port generator state dict (``style.*``, ``convs.*``...) to :class:`Generator` keys."""
-    out = {}
-    for k, v in state.items():
-        out[("mapping.net." + k[len("style."):]) if k.startswith("style.") else ("synthesis." + k)] = v
-    return out
-
-
-def ours_to_port(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Inverse of :func:`port_to_ours` (``latent_avg`` is not part of the port's state dict)."""
-    out = {}
-    for k, v in state.items():
-        if k.startswith("mapping.net."):
-            out["style." + k[len("mapping.net."):]] = v
-        elif k.startswith("synthesis."):
-            out[k[len("synthesis."):]] = v
-    return out
-
-
 class Generator(nn.Module):
     """StyleGAN2 generator: ``mapping`` (z -> w) and ``synthesis`` (w+ -> image), both reachable.
 
@@ -776,14 +678,18 @@ class Generator(nn.Module):
             ws = self.mix(ws, to_w(latent2), inject_index)
         return self.synthesis(ws, noise=noise)
 
-    # -- checkpoints ----------------------------------------------------------------------------
+    # -- checkpoints: thin calls into lit_propulse.networks.checkpoints ----------------------------
     def port_state_dict(self) -> dict[str, Tensor]:
         """State dict in the port's layout (``g_ema`` of ``stylegan2-ffhq-config-f.pt``)."""
+        from lit_propulse.networks.checkpoints import ours_to_port
+
         return ours_to_port({k: v.detach() for k, v in self.state_dict().items()})
 
     def load_port_state_dict(self, state: dict[str, Tensor], source: str = "<state dict>") -> None:
         """Load a port-layout state dict, with one clear error listing missing/unexpected/mis-shaped keys."""
-        _load_exact(self, port_to_ours(state), source, ignore={"latent_avg", "has_latent_avg"}, port_names=True)
+        from lit_propulse.networks.checkpoints import load_exact, port_to_ours
+
+        load_exact(self, port_to_ours(state), source, ignore={"latent_avg", "has_latent_avg"}, port_names=True)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, key: str = "g_ema", lr_mlp: float | None = None, map_location: str | torch.device = "cpu") -> "Generator":
@@ -794,192 +700,15 @@ class Generator(nn.Module):
         overrides the stored/default mapping multiplier (0.01). ``latent_avg`` is kept when present,
         computed (10k z, seed 0) and stored when absent.
         """
-        ckpt = load_checkpoint_file(path)
-        path = str(path)
-        state = _pick_state(ckpt, path, key, kind="generator")
-        arch = infer_generator_arch(state, path)
-        saved = ckpt.get("arch") if isinstance(ckpt.get("arch"), dict) else {}
-        arch["lr_mlp"] = float(lr_mlp if lr_mlp is not None else saved.get("lr_mlp", 0.01))
-        G = cls(**arch)
-        G.load_port_state_dict(state, source=path)
-        avg = ckpt.get("latent_avg")
-        if isinstance(avg, Tensor):
-            avg = avg.reshape(-1)
-            if avg.numel() != G.w_dim:
-                raise CheckpointError(f"{path}: 'latent_avg' has {avg.numel()} values, expected w_dim = {G.w_dim}")
-            G.latent_avg.copy_(avg)
-            G.has_latent_avg.fill_(True)
-        else:
-            G.compute_latent_avg()
-        return G.to(map_location)
+        from lit_propulse.networks.checkpoints import read_generator
+
+        return read_generator(path, key=key, lr_mlp=lr_mlp, map_location=map_location, cls=cls)
 
     def save(self, path: str | os.PathLike, discriminator: "Discriminator | None" = None, extra: dict[str, Any] | None = None) -> None:
         """Write ``{"g_ema", "latent_avg", "arch", ["d"]}`` in the port's layout (readable by the port too)."""
-        ckpt: dict[str, Any] = {"g_ema": self.port_state_dict(), "latent_avg": self.latent_avg.detach().cpu().clone(), "arch": _plain_arch(self.arch), "format": "lit_propulse.stylegan2/1"}
-        if discriminator is not None:
-            ckpt["d"] = {k: v.detach() for k, v in discriminator.state_dict().items()}
-            ckpt["d_arch"] = _plain_arch(discriminator.arch)
-        if extra:
-            ckpt.update(extra)
-        torch.save(ckpt, path)
+        from lit_propulse.networks.checkpoints import write_generator
 
-
-# ----------------------------------------------------------------------------------------------
-# Pro-PULSE's deeply-supervised generator G_ds (Sec. III-C, III-F).
-
-
-class SideOutputHead(nn.Module):
-    """One side-output branch: three 1x1 convs (128, 64, 3 channels; Sec. III-F) with LeakyReLU(0.2)
-    between them (the paper does not name the activation) mapping a style block's feature map to RGB.
-
-    Args:
-        in_channels: channels of the block's feature map.
-        hidden: widths of the first two 1x1 convs ((128, 64) in the paper).
-        residual_skip: add the head's output to the block's running skip RGB (our option, off in
-            the paper's configs: the branch then only learns a correction, so it trains much faster;
-            the head's last conv starts at zero so the initial side output is that skip RGB).
-    """
-
-    def __init__(self, in_channels: int, hidden: Sequence[int] = (128, 64), residual_skip: bool = False) -> None:
-        super().__init__()
-        widths = [in_channels, *hidden, 3]
-        layers: list[nn.Module] = []
-        for i in range(len(widths) - 1):
-            layers.append(nn.Conv2d(widths[i], widths[i + 1], 1))
-            if i < len(widths) - 2:
-                layers.append(nn.LeakyReLU(0.2))
-        self.net = nn.Sequential(*layers)
-        self.residual_skip = residual_skip
-        if residual_skip:
-            nn.init.zeros_(self.net[-1].weight)
-            nn.init.zeros_(self.net[-1].bias)
-
-    def forward(self, feature: Tensor, skip: Tensor) -> Tensor:
-        # feature: [B, C_r, r, r], skip: [B, 3, r, r] -> [B, 3, r, r]
-        out = self.net(feature.float() if feature.dtype != self.net[0].weight.dtype else feature)
-        return out + skip if self.residual_skip else out
-
-
-def side_resolutions(size: int, lr_size: int) -> list[int]:
-    """Resolutions that get a side-output branch: 2*lr_size, ..., size/2 (32..512 for 16 -> 1024)."""
-    size, lr_size = int(size), int(lr_size)
-    if lr_size < 1 or lr_size & (lr_size - 1) or 2 * lr_size > size:
-        raise ValueError(f"lr_size must be a power of two with 2*lr_size <= size; got lr_size={lr_size}, size={size}")
-    return [2**k for k in range(int(math.log2(2 * lr_size)), int(math.log2(size)))]
-
-
-class DeeplySupervisedGenerator(nn.Module):
-    """G_ds: a frozen StyleGAN2 plus one side-output branch per style block (Sec. III-C, Fig. 2).
-
-    The generator's parameters never train here (``requires_grad`` False); gradients still flow
-    through it to w+ (encoders, Eq. (4)/(10)) and to the branches.
-
-    Args:
-        generator: the pretrained StyleGAN2 (frozen in place).
-        lr_size: LR side; branches at 2*lr_size ... size/2.
-        head_hidden: widths of the branches' first two 1x1 convs ((128, 64)).
-        residual_skip: see :class:`SideOutputHead` (False = the paper's branch).
-    """
-
-    def __init__(self, generator: Generator, lr_size: int, head_hidden: Sequence[int] = (128, 64), residual_skip: bool = False) -> None:
-        super().__init__()
-        self.generator = generator.requires_grad_(False)
-        self.lr_size = int(lr_size)
-        self.head_hidden = [int(h) for h in head_hidden]
-        self.residual_skip = bool(residual_skip)
-        self.resolutions = side_resolutions(generator.size, lr_size)
-        ch = generator.synthesis.channels
-        self.heads = nn.ModuleDict({str(r): SideOutputHead(ch[r], head_hidden, residual_skip) for r in self.resolutions})
-
-    @property
-    def size(self) -> int:
-        return self.generator.size
-
-    @property
-    def num_ws(self) -> int:
-        return self.generator.num_ws
-
-    @property
-    def w_dim(self) -> int:
-        return self.generator.w_dim
-
-    def train(self, mode: bool = True) -> "DeeplySupervisedGenerator":
-        super().train(mode)
-        self.generator.eval()  # frozen: no train-mode behaviour
-        return self
-
-    def forward(self, ws: Tensor, noise: NoiseArg = "const") -> ImageOutput:
-        """w+ [B, num_ws, w_dim] -> final image and side outputs. ``noise`` defaults to the
-        generator's stored maps, so an encoder's output image is deterministic."""
-        out = self.generator.synthesis(ws, noise=noise)
-        side = {r: self.heads[str(r)](out.features[r], out.skips[r]) for r in self.resolutions}
-        return ImageOutput(image=out.image, side_images=side)
-
-    def save(self, path: str | os.PathLike, discriminator: "Discriminator | None" = None) -> None:
-        """The generator in the port's layout (readable by the port and by ``Generator.from_checkpoint``)
-        plus ``side_heads`` / ``side_arch`` for :func:`load_gds`."""
-        extra = {
-            "side_heads": {k: v.detach().cpu() for k, v in self.heads.state_dict().items()},
-            "side_arch": {"lr_size": self.lr_size, "head_hidden": list(self.head_hidden), "residual_skip": self.residual_skip},
-        }
-        self.generator.save(path, discriminator=discriminator, extra=extra)
-
-
-_SG2_SOURCE = (
-    "a StyleGAN2 checkpoint in the rosinality/stylegan2-pytorch layout: stylegan2-ffhq-config-f.pt (converted "
-    "from NVlabs' FFHQ config-f with the port's convert_weight.py, as pSp/e4e distribute it), or one trained here "
-    "(python -m lit_propulse fit --config experiments/toy/stylegan2.yaml)"
-)
-
-
-@needs_file("path", "the pretrained StyleGAN2 generator", _SG2_SOURCE)
-def load_generator(path: str, key: str = "g_ema", lr_mlp: float | None = None) -> Generator:
-    """YAML-friendly loader: ``class_path: lit_propulse.networks.stylegan2.load_generator``."""
-    return Generator.from_checkpoint(path, key=key, lr_mlp=lr_mlp)
-
-
-@needs_file("path", "the pretrained StyleGAN2 checkpoint holding the discriminator 'd'", _SG2_SOURCE)
-def load_discriminator(path: str, key: str = "d") -> Discriminator:
-    """YAML-friendly loader of the checkpoint's discriminator (Pro-PULSE's critic starts from it)."""
-    return Discriminator.from_checkpoint(path, key=key)
-
-
-@needs_file("path", "G_ds: a StyleGAN2 checkpoint, with trained side-output branches unless require_heads is false", "the G_ds stage writes it (python -m lit_propulse fit --config experiments/gds.yaml -> gds.pt); for that stage itself, " + _SG2_SOURCE)
-def load_gds(
-    path: str,
-    lr_size: int | None = None,
-    head_hidden: Sequence[int] = (128, 64),
-    residual_skip: bool = False,
-    require_heads: bool = True,
-    reset_heads: bool = False,
-) -> DeeplySupervisedGenerator:
-    """Load G_ds written by the G_ds stage (generator + trained branches).
-
-    With ``require_heads=False`` a plain StyleGAN2 checkpoint is accepted too and gets fresh branches
-    (``lr_size``, ``head_hidden``, ``residual_skip``): how the G_ds stage itself starts, and the
-    "without G_ds" ablation. A file's own ``side_arch`` wins over the arguments; ``lr_size`` given
-    and different from the file's is an error. ``reset_heads`` keeps the file's branch architecture
-    but starts the branches afresh (the E2E ablation, whose branches train with the encoder).
-    """
-    ckpt = load_checkpoint_file(path)
-    G = Generator.from_checkpoint(path)
-    arch = ckpt.get("side_arch")
-    if arch is None:
-        if require_heads:
-            raise CheckpointError(
-                f"{path}: has no trained side-output branches ('side_heads'); it is a plain StyleGAN2 checkpoint. "
-                f"Train G_ds first (experiments/gds.yaml) and give its export (gds.pt), or set require_heads: false"
-            )
-        if lr_size is None:
-            raise ValueError("load_gds: lr_size is needed to build fresh branches on a plain StyleGAN2 checkpoint")
-        return DeeplySupervisedGenerator(G, lr_size, head_hidden, residual_skip)
-    if lr_size is not None and int(lr_size) != int(arch["lr_size"]):
-        raise CheckpointError(f"{path}: its branches were trained for LR {arch['lr_size']}, but lr_size={lr_size} was asked")
-    gds = DeeplySupervisedGenerator(G, int(arch["lr_size"]), arch["head_hidden"], bool(arch["residual_skip"]))
-    if reset_heads:
-        return gds
-    _load_exact(gds.heads, ckpt["side_heads"], str(path), ignore=set(), port_names=False)
-    return gds
+        write_generator(self, path, discriminator=discriminator, extra=extra)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1088,154 +817,6 @@ class Discriminator(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, key: str = "d", map_location: str | torch.device = "cpu") -> "Discriminator":
         """Load the discriminator (``"d"``) of a port trainer checkpoint or our own save; architecture from shapes."""
-        ckpt = load_checkpoint_file(path)
-        path = str(path)
-        state = _pick_state(ckpt, path, key, kind="discriminator")
-        D = cls(**infer_discriminator_arch(state, path))
-        _load_exact(D, state, path, ignore=set(), port_names=True)
-        return D.to(map_location)
+        from lit_propulse.networks.checkpoints import read_discriminator
 
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint reading: safe, shape-inferring, one clear error.
-
-
-_PORT_HINT = (
-    "expected a StyleGAN2 checkpoint in the layout of rosinality/stylegan2-pytorch "
-    "(e.g. stylegan2-ffhq-config-f.pt: {'g_ema', 'latent_avg'} from its convert_weight.py, or "
-    "{'g', 'd', 'g_ema', 'g_optim', 'd_optim', 'args'} from its train.py) or one saved by lit_propulse"
-)
-
-
-def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(weights_only=True)``; only the port trainer's ``argparse.Namespace`` is allowed extra."""
-    path = str(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: file not found; {_PORT_HINT}")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file; {_PORT_HINT}")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: file is empty (0 bytes); {_PORT_HINT}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        detail = msg.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if msg.strip() else type(e).__name__
-        if "Unsupported global" in msg:
-            raise CheckpointError(
-                f"{path}: refused to load: the file contains Python objects other than tensors and plain "
-                f"containers ({detail}). NVlabs .pkl networks must be converted first (the port's "
-                f"convert_weight.py); {_PORT_HINT}"
-            ) from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail}); {_PORT_HINT}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {first}); {_PORT_HINT}") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a dict; {_PORT_HINT}")
-    return ckpt
-
-
-def _pick_state(ckpt: dict[str, Any], path: str, key: str, kind: str) -> dict[str, Tensor]:
-    if key in ckpt and isinstance(ckpt[key], dict):
-        return ckpt[key]
-    if kind == "generator" and key == "g_ema" and isinstance(ckpt.get("g"), dict):
-        return ckpt["g"]
-    if all(isinstance(v, Tensor) for v in ckpt.values()) and any(k.startswith(("style.", "convs.", "final_conv")) for k in ckpt):
-        return ckpt  # a bare state dict
-    found = sorted(str(k) for k in ckpt)[:12]
-    raise CheckpointError(f"{path}: no {kind} state dict under key {key!r}; found keys {found}; {_PORT_HINT}")
-
-
-def _shape(state: dict[str, Tensor], path: str, key: str) -> torch.Size:
-    if key not in state:
-        raise CheckpointError(f"{path}: missing tensor {key!r}; {_PORT_HINT}")
-    return state[key].shape
-
-
-def _kernel_spec(kernel: Tensor) -> list[float] | list[list[float]]:
-    """The blur kernel spec from a stored 2-D kernel: 1-D when separable, else 2-D (normalised)."""
-    k = kernel.double() / kernel.double().sum()
-    row = k.sum(0)
-    if torch.allclose(torch.outer(row, row), k, atol=1e-6):
-        return [float(v) for v in row]
-    return k.tolist()
-
-
-def infer_generator_arch(state: dict[str, Tensor], path: str = "<state dict>") -> dict[str, Any]:
-    """size, style_dim, n_mlp, channels and blur_kernel of a port-layout generator state dict."""
-    style_dim = _shape(state, path, "style.1.weight")[1]
-    n_mlp = 0
-    while f"style.{n_mlp + 1}.weight" in state:
-        n_mlp += 1
-    n_conv = 0
-    while f"convs.{n_conv}.conv.weight" in state:
-        n_conv += 1
-    if n_conv < 2 or n_conv % 2:
-        raise CheckpointError(f"{path}: found {n_conv} 'convs.N.conv.weight' tensors, expected an even number >= 2; {_PORT_HINT}")
-    log_size = n_conv // 2 + 2
-    channels = {4: int(_shape(state, path, "input.input")[1])}
-    for j in range(n_conv // 2):
-        channels[2 ** (j + 3)] = int(_shape(state, path, f"convs.{2 * j}.conv.weight")[1])
-    blur = state.get("convs.0.conv.blur.kernel")
-    return {
-        "size": 2**log_size,
-        "style_dim": int(style_dim),
-        "n_mlp": n_mlp,
-        "channels": channels,
-        "blur_kernel": (1, 3, 3, 1) if blur is None else _kernel_spec(blur),
-    }
-
-
-def infer_discriminator_arch(state: dict[str, Tensor], path: str = "<state dict>") -> dict[str, Any]:
-    """size, channels and blur_kernel of a port-layout discriminator state dict."""
-    n_blocks = 0
-    while f"convs.{n_blocks + 1}.conv1.0.weight" in state:
-        n_blocks += 1
-    if n_blocks < 1:
-        raise CheckpointError(f"{path}: no 'convs.1.conv1.0.weight'; not a discriminator state dict; {_PORT_HINT}")
-    size = 2 ** (n_blocks + 2)
-    channels = {size: int(_shape(state, path, "convs.0.0.weight")[0])}
-    for b in range(1, n_blocks + 1):
-        channels[size // 2**b] = int(_shape(state, path, f"convs.{b}.conv2.1.weight")[0])
-    blur = state.get("convs.1.conv2.0.kernel")
-    return {"size": size, "channels": channels, "blur_kernel": (1, 3, 3, 1) if blur is None else _kernel_spec(blur)}
-
-
-def _load_exact(module: nn.Module, state: dict[str, Tensor], source: str, ignore: set[str], port_names: bool) -> None:
-    """load_state_dict(strict) with one error listing every missing, unexpected and mis-shaped key."""
-    own = {k: v for k, v in module.state_dict().items() if k not in ignore}
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own and k not in ignore)
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape
-    )
-    if missing or unexpected or mismatched:
-        def name(k: str) -> str:  # report the file's own (port) key names
-            return next(iter(ours_to_port({k: None})), k) if port_names and isinstance(module, Generator) else k
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys {[name(k) for k in missing][:10]}{' ...' if len(missing) > 10 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {[name(k) for k in unexpected][:10]}{' ...' if len(unexpected) > 10 else ''}")
-        if mismatched:
-            parts.append(f"shape mismatches {mismatched[:10]}{' ...' if len(mismatched) > 10 else ''}")
-        raise CheckpointError(f"{source}: does not match the architecture inferred from it: " + "; ".join(parts))
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(state[k])
-
-
-def _plain_arch(arch: dict[str, Any]) -> dict[str, Any]:
-    """Arch dict with plain Python values only (safe under weights_only loading)."""
-    out: dict[str, Any] = {}
-    for k, v in arch.items():
-        if isinstance(v, dict):
-            out[k] = {int(a): int(b) for a, b in v.items()}
-        elif isinstance(v, (list, tuple)):
-            out[k] = [list(map(float, x)) if isinstance(x, (list, tuple)) else float(x) for x in v]
-        else:
-            out[k] = v
-    return out
+        return read_discriminator(path, key=key, map_location=map_location, cls=cls)

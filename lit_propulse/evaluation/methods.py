@@ -1,0 +1,195 @@
+"""The super-resolution methods of the side-by-side evaluation (Pro-PULSE Table I, Fig. 7/8).
+
+* :class:`SRMethod`: one row of the comparison, ``upsample(batch) -> ImageOutput`` and its FLOPs per image.
+* :class:`BicubicMethod`; :class:`ProPulseMethod` (E_W+ with E_W guidance, Eq. (10), or E_W alone,
+  Eq. (4), from the stages' exports); :class:`PULSEMethod` (the per-image latent search of Menon et
+  al. 2020; FLOPs counted as Pro-PULSE Sec. IV-C does: every step's forward plus a backward of 2x
+  its forward); :class:`ModuleMethod` (any module whose ``forward(lr)`` returns an ``ImageOutput``).
+"""
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from lit_propulse.core.batch import SRBatch
+from lit_propulse.core.files import needs_file
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.pulse import PULSEConfig
+
+__all__ = ["BicubicMethod", "ModuleMethod", "PULSEMethod", "ProPulseMethod", "SRMethod", "clamp_output", "count_flops"]
+
+
+def clamp_output(out: ImageOutput) -> ImageOutput:
+    """The final image and every side output clamped to [-1, 1] (what the metrics score)."""
+    return ImageOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()}, out.ws)
+
+
+def first_item(batch: SRBatch) -> SRBatch:
+    """The batch's first image as a batch of one."""
+    attrs = None if batch.attrs is None else batch.attrs[:1]
+    return SRBatch(hr=batch.hr[:1], lr=batch.lr[:1], index=batch.index[:1], name=list(batch.name[:1]), attrs=attrs)
+
+
+def count_flops(upsample, batch: SRBatch) -> float:
+    """FLOPs of ``upsample(one)`` on the batch's first image (``torch.utils.flop_counter``)."""
+    one = first_item(batch)
+    with FlopCounterMode(display=False) as counter:
+        upsample(one)
+    return float(counter.get_total_flops())
+
+
+class SRMethod(nn.Module, abc.ABC):
+    """One super-resolution method of the comparison.
+
+    Args:
+        name: its row label in the report (e.g. "Pro-PULSE", "E_W", "PULSE", "bicubic"); no "/" or ".".
+    """
+
+    #: False for methods that optimise per image (no warm-up run before timing: it would double the cost)
+    feedforward: bool = True
+    #: put the method's side outputs into the report's grid and strip
+    show_sides: bool = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        if not name or "/" in name or "." in name:
+            raise ValueError(f"method name must be non-empty without '/' or '.', got {name!r}")
+        self.name = name
+
+    def prepare(self) -> None:
+        """Once before the first batch, on the evaluation device (e.g. PULSE's Gaussian fit)."""
+
+    @abc.abstractmethod
+    def upsample(self, batch: SRBatch) -> ImageOutput:
+        """SR of ``batch.lr`` at the size of ``batch.hr``; may use ``batch.index`` (seeds), never ``batch.hr``'s pixels."""
+
+    def flops_per_image(self, batch: SRBatch) -> float:
+        """FLOPs of upsampling one image (counted on the batch's first item)."""
+        return count_flops(self.upsample, batch)
+
+
+class BicubicMethod(SRMethod):
+    """Bicubic upsampling of the LR (a = -0.75 as ``F.interpolate``), clamped to [-1, 1]."""
+
+    def __init__(self, name: str = "bicubic") -> None:
+        super().__init__(name)
+
+    def upsample(self, batch: SRBatch) -> ImageOutput:
+        size = batch.hr.shape[-2:]
+        return ImageOutput(F.interpolate(batch.lr.float(), size=size, mode="bicubic", align_corners=False).clamp(-1, 1))
+
+
+_STAGE_SOURCE = "written by that Pro-PULSE stage (python -m lit_propulse fit --config experiments/<stage>.yaml, or the pipeline)"
+
+
+@needs_file("gds", "the G_ds export (gds.pt)", _STAGE_SOURCE)
+@needs_file("encoder", "an encoder export (ew.pt or ewplus.pt)", _STAGE_SOURCE)
+@needs_file("ew", "the E_W export (ew.pt)", _STAGE_SOURCE)
+class ProPulseMethod(SRMethod):
+    """Pro-PULSE (E_W+ with E_W guidance, Eq. (10)) or the E_W-only model (Eq. (4)), from stage exports.
+
+    Args:
+        name: row label.
+        gds: the G_ds export (gds.pt).
+        encoder: ewplus.pt (Pro-PULSE) or ew.pt (E_W only).
+        ew: ew.pt, the guidance of an E_W+ (None for E_W only, or E_W+ with ``guidance="latent_avg"``).
+        guidance: "ew" (the paper) or "latent_avg".
+        show_sides: put its side outputs into the report's grid.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        gds: str,
+        encoder: str,
+        ew: str | None = None,
+        guidance: Literal["ew", "latent_avg"] = "ew",
+        show_sides: bool = True,
+    ) -> None:
+        super().__init__(name)
+        from lit_propulse.inference import ProPulseUpsampler
+
+        self.upsampler = ProPulseUpsampler.from_files(gds, encoder, ew=ew, guidance=guidance)
+        self.show_sides = show_sides
+
+    def upsample(self, batch: SRBatch) -> ImageOutput:
+        return clamp_output(self.upsampler(batch.lr.float()))
+
+
+@needs_file("generator", "the StyleGAN2 checkpoint PULSE searches", "the same generator Pro-PULSE uses (e.g. stylegan2-ffhq-config-f.pt in the rosinality/stylegan2-pytorch layout, or lit_propulse/data/toy_stylegan2_64.pt)")
+class PULSEMethod(SRMethod):
+    """PULSE (Menon et al. 2020): one search per LR, seeded by the dataset index.
+
+    Args:
+        name: row label.
+        generator: StyleGAN2 checkpoint (the one Pro-PULSE uses).
+        config: PULSE settings (:class:`lit_propulse.pulse.PULSEConfig`); None = the official defaults.
+        cache_dir: Gaussian-fit cache (None = the default cache directory).
+    """
+
+    feedforward = False
+
+    def __init__(self, name: str, generator: str, config: PULSEConfig | None = None, cache_dir: str | None = None) -> None:
+        super().__init__(name)
+        from lit_propulse.networks.stylegan2 import Generator
+        from lit_propulse.pulse import PULSE, GaussianFit
+
+        G = Generator.from_checkpoint(generator)
+        self.config = config if config is not None else PULSEConfig()
+        self.cache_dir = cache_dir
+        self.pulse = PULSE(G, GaussianFit(G.w_dim), self.config)
+        self._ready = False
+
+    def prepare(self) -> None:
+        if self._ready:
+            return
+        from lit_propulse.pulse import GaussianFit
+
+        with torch.inference_mode(False):
+            G = self.pulse.generator
+            fit = GaussianFit.load_or_fit(G, self.cache_dir, self.config.gaussian_fit_samples, self.config.gaussian_fit_seed)
+            self.pulse.gaussian_fit.mean.copy_(fit.mean.to(G.latent_avg.device))
+            self.pulse.gaussian_fit.std.copy_(fit.std.to(G.latent_avg.device))
+        self._ready = True
+
+    def upsample(self, batch: SRBatch) -> ImageOutput:
+        self.prepare()
+        res = self.pulse.sample(batch.lr, 1, keys=[int(i) for i in batch.index.tolist()])
+        return ImageOutput(res.image.clamp(-1, 1))
+
+    def flops_per_image(self, batch: SRBatch) -> float:
+        """``steps`` x (forward + backward counted as 2x forward) of one search step (Sec. IV-C)."""
+        self.prepare()
+        one = first_item(batch)
+        pulse = self.pulse
+        with torch.inference_mode(False), torch.enable_grad():  # as in the search itself
+            latent, noise = pulse.initial_state([0], pulse.generator.latent_avg.device)
+            with FlopCounterMode(display=False) as counter:
+                per_layer, ws = pulse.latent_to_ws(latent)
+                image = pulse.generator.synthesis(ws, noise=noise).image
+                pulse.loss(image, one.lr.float().clone(), ws if pulse.config.loss.geocross_on == "w" else per_layer)
+        return float(counter.get_total_flops()) * 3 * self.config.steps
+
+
+class ModuleMethod(SRMethod):
+    """A module whose ``forward(lr)`` returns an :class:`ImageOutput` (the Pro-PULSE stage modules) as an
+    SRMethod. Holds the module without registering it (no parameter cycle when the module holds this).
+
+    Args:
+        name: row label.
+        module: the module to call.
+        show_sides: put its side outputs into the report's grid.
+    """
+
+    def __init__(self, name: str, module: nn.Module, show_sides: bool = True) -> None:
+        super().__init__(name)
+        self.__dict__["_module"] = module
+        self.show_sides = show_sides
+
+    def upsample(self, batch: SRBatch) -> ImageOutput:
+        return clamp_output(self._module(batch.lr))
