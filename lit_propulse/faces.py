@@ -29,13 +29,22 @@ crops downscaled with DS. A photo therefore goes through
    reflection too, then blurs and fades the padding; that fade is not reproduced);
    :attr:`AlignedFace.outside` says how much of the crop that is.
 
+4. :func:`paste_faces` — the way back (``upsample --paste-back``): each restored crop is warped into
+   the photo by the inverse of the alignment (:func:`warp_face_back`: every output pixel mapped into
+   the crop with :func:`source_to_crop` and sampled with ``grid_sample``) and blended in through a
+   feathered mask (:func:`feather_mask`: an eroded square with smoothstep edges, evaluated exactly at
+   the warped positions); its colour statistics are matched to the photo's face at the LR size
+   (:func:`match_colour`); the photo around it is enlarged by :func:`paste_scale` with a plain
+   bicubic filter (:func:`resize_background`) or any ``background_upsampler`` callable.
+
 Coordinates are pixels with pixel centres at integers (x = column, y = row): what MTCNN returns.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -255,3 +264,265 @@ def ffhq_template(size: int, eye_to_mouth_over_eye_to_eye: float = 1.0) -> Tenso
     quad = ffhq_quad(lm)
     pts = torch.stack([lm[0], lm[1], (lm[3] + lm[4]) / 2])
     return source_to_crop(pts, quad, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Paste-back: restored crops warped back into the photo (the inverse of the alignment).
+
+MaskShape = Literal["square", "ellipse"]
+ColourMode = Literal["match", "none"]
+#: ``(photo [C, H, W] in [-1, 1], (height, width)) -> [C, height, width]``: what enlarges the photo
+#: around the pasted faces (e.g. a Real-ESRGAN wrapper); None = :func:`resize_background`.
+BackgroundUpsampler = Callable[[Tensor, tuple[int, int]], Tensor]
+
+
+def quad_side(quad: Tensor) -> float:
+    """Side of a crop quad in source pixels (:attr:`AlignedFace.source_px`)."""
+    q = _check_quad(quad)
+    return float((q[3] - q[0]).norm())
+
+
+def paste_scale(photo_hw: tuple[int, int], quads: Sequence[Tensor], crop_size: int, max_scale: float = 4.0, max_side: int = 4096) -> float:
+    """How much the photo is enlarged when its restored faces are pasted back.
+
+    The ratio of the HR crop to the largest face's quad in the photo (``crop_size / side``), so that
+    face keeps the generator's full detail; capped at ``max_scale`` and at a long side of
+    ``max_side`` pixels, and never below 1 (the photo is never shrunk; faces larger in the photo
+    than the crop are pasted at the photo's resolution). No faces: 1.
+
+    Args:
+        photo_hw: the photo's (height, width).
+        quads: each pasted face's crop quad [4, 2] in photo pixels.
+        crop_size: the HR crop's side (the generator's size).
+        max_scale: the largest enlargement; 1 = keep the photo's size.
+        max_side: the largest long side of the result, in pixels.
+    """
+    if max_scale < 1:
+        raise ValueError(f"max_scale must be >= 1 (1 = keep the photo's size), got {max_scale}")
+    if not quads:
+        return 1.0
+    largest = max(quad_side(q) for q in quads)
+    return max(1.0, min(crop_size / largest, float(max_scale), max_side / max(photo_hw)))
+
+
+def canvas_size(photo_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(height, width) of the photo enlarged by ``scale`` (rounded to whole pixels)."""
+    return max(1, round(photo_hw[0] * scale)), max(1, round(photo_hw[1] * scale))
+
+
+def resize_background(photo: Tensor, size: tuple[int, int]) -> Tensor:
+    """The plain background filter: bicubic (antialiased when shrinking) from [C, H, W] to
+    [C, *size], clamped to [-1, 1]; the photo itself when the size is unchanged."""
+    h, w = photo.shape[-2:]
+    if (h, w) == tuple(size):
+        return photo
+    if size[0] <= h and size[1] <= w:
+        return downscale(photo[None], tuple(size))[0]
+    out = F.interpolate(photo[None].float(), size=tuple(size), mode="bicubic", align_corners=False)[0]
+    return out.clamp(-1, 1).to(photo.dtype)
+
+
+def _smoothstep(t: Tensor) -> Tensor:
+    t = t.clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def feather_mask(points: Tensor, size: int, erode: float = 0.05, feather: float = 0.1, shape: MaskShape = "square") -> Tensor:
+    """The soft paste mask at crop-pixel positions ``points`` [..., 2] (x, y) of a ``size`` crop -> [...] in [0, 1].
+
+    ``d`` is the distance to the crop's edge as a fraction of its side (``square``: to the nearest
+    border; ``ellipse``: to the inscribed circle), 0 on the edge, 0.5 at the centre. The mask is 0
+    for ``d <= erode``, 1 for ``d >= erode + feather`` and a smoothstep between: an eroded square
+    (or disc) with blurred edges, evaluated exactly at any position, so warping it back to the
+    photo is just evaluating it at the warped coordinates. Outside the crop it is 0.
+
+    Args:
+        erode: the band along the edge kept out, fraction of the crop side (its reflection padding
+            and the generator's least reliable pixels).
+        feather: the width of the soft ramp, fraction of the crop side; 0 = a hard edge.
+        shape: "square" (the whole FFHQ crop, hair included) or "ellipse" (the central disc).
+    """
+    if not (0 <= erode and 0 <= feather and erode + feather < 0.5):
+        raise ValueError(f"erode and feather must be >= 0 with erode + feather < 0.5, got {erode}, {feather}")
+    t = (points + 0.5) / size  # [..., 2] in [0, 1] across the crop
+    if shape == "square":
+        d = torch.minimum(t.amin(-1), (1 - t).amin(-1))
+    elif shape == "ellipse":
+        d = 0.5 - (t - 0.5).norm(dim=-1)
+    else:
+        raise ValueError(f"shape must be 'square' or 'ellipse', got {shape!r}")
+    if feather == 0:
+        return (d > erode).to(points.dtype)
+    return _smoothstep((d - erode) / feather)
+
+
+def crop_mask(size: int, erode: float = 0.05, feather: float = 0.1, shape: MaskShape = "square") -> Tensor:
+    """:func:`feather_mask` on the crop's own pixel grid: [size, size]."""
+    c = torch.arange(size, dtype=torch.float32)
+    pts = torch.stack(torch.meshgrid(c, c, indexing="xy"), dim=-1)  # [size(y), size(x), 2] (x, y)
+    return feather_mask(pts, size, erode, feather, shape)
+
+
+def match_colour(image: Tensor, reference: Tensor, weight: Tensor | None = None, at_size: int | None = None) -> Tensor:
+    """Per-channel mean and standard deviation of ``image`` [C, S, S] matched to ``reference`` [C, S, S]
+    (Reinhard-style colour transfer), measured where ``weight`` [S, S] is large.
+
+    ``at_size``: measure both at this side after DS (the LR size: there the restored face and the
+    photo's face hold the same band of detail, so a restoration that is LR-consistent is left almost
+    unchanged and its extra detail does not count as contrast to remove); None = at full size. The
+    per-channel gain is clamped to [1/4, 4] so a nearly flat restoration is not blown up.
+    """
+    if image.shape != reference.shape or image.ndim != 3:
+        raise ValueError(f"expected two images [C, S, S] of one shape, got {tuple(image.shape)} and {tuple(reference.shape)}")
+    w = torch.ones(image.shape[-2:], device=image.device) if weight is None else weight.to(image.device, torch.float32)
+    a, b = image.float()[None], reference.float()[None]
+    if at_size is not None:
+        a, b, w = downscale(a, at_size), downscale(b, at_size), downscale(w[None, None], at_size)[0, 0]
+    w = w.clamp_min(0)
+    w = w / w.sum().clamp_min(1e-8)
+
+    def stats(x: Tensor) -> tuple[Tensor, Tensor]:
+        mean = (x[0] * w).sum((-2, -1))  # [C]
+        var = (((x[0] - mean[:, None, None]) ** 2) * w).sum((-2, -1))
+        return mean, var.sqrt()
+
+    (ma, sa), (mb, sb) = stats(a), stats(b)
+    gain = (sb / sa.clamp_min(1e-6)).clamp(0.25, 4.0)
+    out = (image.float() - ma[:, None, None]) * gain[:, None, None] + mb[:, None, None]
+    return out.clamp(-1, 1).to(image.dtype)
+
+
+def _crop_affine(quad_canvas: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """(A [2, 2], b [2]) with crop_px = A @ canvas_px + b (:func:`source_to_crop` as one affine map)."""
+    q = _check_quad(quad_canvas)
+    tl, bl, tr = q[0], q[1], q[3]
+    inv = torch.linalg.inv(torch.stack([tr - tl, bl - tl], dim=1))  # canvas px -> quad units
+    a = inv * size
+    return a, -a @ tl - 0.5
+
+
+@dataclass
+class WarpedFace:
+    """One restored crop warped into the canvas: its window ``[top:top+h, left:left+w]``,
+    ``image`` [C, h, w] and ``mask`` [h, w] (the feathered mask, 0 where the crop does not reach)."""
+
+    top: int
+    left: int
+    image: Tensor
+    mask: Tensor
+
+
+def warp_face_back(
+    face: Tensor, quad: Tensor, photo_hw: tuple[int, int], canvas_hw: tuple[int, int],
+    erode: float = 0.05, feather: float = 0.1, shape: MaskShape = "square",
+) -> WarpedFace | None:
+    """The inverse of :func:`crop_quad`: the crop ``face`` [C, S, S] of ``quad`` (photo pixels)
+    resampled onto a canvas of ``canvas_hw`` covering the photo (``photo_hw``) at its scale.
+
+    Each canvas pixel is mapped to the photo (pixel centres kept: ``x = (X + 0.5) / s - 0.5``), then
+    into the crop (:func:`source_to_crop`), and the crop is sampled there bicubically
+    (``grid_sample``); when the crop is finer than the canvas it is first shrunk with DS, so the
+    paste is antialiased. Only the quad's bounding box is computed. None when it misses the canvas.
+    """
+    if face.ndim != 3 or face.shape[-1] != face.shape[-2]:
+        raise ValueError(f"expected one square crop [C, S, S], got {tuple(face.shape)}")
+    (ph, pw), (ch, cw) = photo_hw, canvas_hw
+    sx, sy = cw / pw, ch / ph
+    q = _check_quad(quad)
+    qc = torch.stack([(q[:, 0] + 0.5) * sx - 0.5, (q[:, 1] + 0.5) * sy - 0.5], dim=1)  # [4, 2] canvas px
+    x0, y0 = max(0, math.floor(float(qc[:, 0].min()))), max(0, math.floor(float(qc[:, 1].min())))
+    x1, y1 = min(cw, math.ceil(float(qc[:, 0].max())) + 1), min(ch, math.ceil(float(qc[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    size = face.shape[-1]
+    on_canvas = min(float((qc[3] - qc[0]).norm()), float((qc[1] - qc[0]).norm()))  # the crop's side in canvas px
+    src = face.float()[None]
+    if on_canvas < size:  # the crop is finer than the canvas: antialias with DS first
+        size = max(1, math.ceil(on_canvas))
+        src = downscale(src, size)
+    a, b = _crop_affine(qc, size)
+    ys = torch.arange(y0, y1, dtype=torch.float64)
+    xs = torch.arange(x0, x1, dtype=torch.float64)
+    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h, w, 2] (x, y) canvas px
+    uv = pts @ a.T + b  # [h, w, 2] crop px
+    mask = feather_mask(uv, size, erode, feather, shape).to(face.device, torch.float32)  # [h, w]
+    grid = ((2 * uv + 1) / size - 1).to(face.device, torch.float32)[None]  # [1, h, w, 2], align_corners=False
+    img = F.grid_sample(src, grid, mode="bicubic", padding_mode="border", align_corners=False)[0].clamp(-1, 1)  # [C, h, w]
+    return WarpedFace(y0, x0, img.to(face.dtype), mask)
+
+
+@dataclass
+class PastedPhoto:
+    """The photo with its faces pasted back. image: [C, h, w]; mask: [h, w] in [0, 1], how much of
+    each pixel comes from a restored face (0 = the resized photo); scale: the enlargement asked
+    (the size is rounded to whole pixels)."""
+
+    image: Tensor
+    mask: Tensor
+    scale: float
+
+
+def paste_faces(
+    photo: Tensor,
+    faces: Sequence[Tensor],
+    quads: Sequence[Tensor],
+    scale: float = 1.0,
+    references: Sequence[Tensor] | None = None,
+    colour: ColourMode = "match",
+    colour_size: int | None = None,
+    erode: float = 0.05,
+    feather: float = 0.1,
+    shape: MaskShape = "square",
+    background_upsampler: BackgroundUpsampler | None = None,
+) -> PastedPhoto:
+    """Paste restored face crops back into their photo (GFPGAN / facexlib's ``paste_faces_to_input_image``
+    recipe, written from its description): the photo is enlarged by ``scale`` (``background_upsampler``,
+    default :func:`resize_background`), every crop is warped back with :func:`warp_face_back` and blended
+    in through its feathered mask, the first face last (on top: pass the largest first).
+
+    Args:
+        photo: [C, H, W] in [-1, 1].
+        faces: the restored crops, [C, S, S] each.
+        quads: their crop quads [4, 2] in photo pixels (:attr:`AlignedFace.quad`).
+        scale: the enlargement of the photo (:func:`paste_scale`); 1 = its own size.
+        references: the aligned crops of the photo the faces were made from ([C, S, S] each); needed
+            by ``colour="match"``.
+        colour: "match" = each face's colour statistics matched to its reference inside the mask
+            (:func:`match_colour`); "none" = the generator's output as it is.
+        colour_size: where the colours are measured (:func:`match_colour`'s ``at_size``; the LR size);
+            None = at full size.
+        erode, feather, shape: the mask (:func:`feather_mask`).
+        background_upsampler: what enlarges the photo; None = :func:`resize_background` (bicubic).
+    """
+    if photo.ndim != 3:
+        raise ValueError(f"expected one photo [C, H, W], got {tuple(photo.shape)}")
+    if len(faces) != len(quads):
+        raise ValueError(f"{len(faces)} faces but {len(quads)} quads")
+    if colour not in ("match", "none"):
+        raise ValueError(f"colour must be 'match' or 'none', got {colour!r}")
+    if colour == "match" and (references is None or len(references) != len(faces)):
+        raise ValueError("colour='match' needs one reference crop per face (references=...)")
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    photo_hw = tuple(photo.shape[-2:])
+    size = canvas_size(photo_hw, scale)
+    resize = background_upsampler or resize_background
+    canvas = resize(photo, size)
+    if tuple(canvas.shape) != (photo.shape[0], *size):
+        raise ValueError(f"the background upsampler returned {tuple(canvas.shape)}, expected {(photo.shape[0], *size)}")
+    canvas = canvas.to(photo.device, torch.float32).clone()
+    union = torch.zeros(size, device=photo.device)
+    for k in reversed(range(len(faces))):
+        face = faces[k].to(photo.device)
+        if colour == "match":
+            weight = crop_mask(face.shape[-1], erode, feather, shape)
+            face = match_colour(face, references[k].to(photo.device), weight, colour_size)
+        warped = warp_face_back(face, quads[k], photo_hw, size, erode, feather, shape)
+        if warped is None:
+            continue
+        h, w = warped.mask.shape
+        win = (slice(None), slice(warped.top, warped.top + h), slice(warped.left, warped.left + w))
+        m = warped.mask[None]
+        canvas[win] = m * warped.image.float() + (1 - m) * canvas[win]
+        union[win[1:]] = torch.maximum(union[win[1:]], warped.mask)
+    return PastedPhoto(canvas.to(photo.dtype), union, float(scale))

@@ -1,7 +1,9 @@
-"""Photos -> Pro-PULSE (issue 8): FFHQ alignment geometry, MTCNN from its packaged weights (noise and
-the project's toy faces), the ``upsample`` command end to end (good / no-face / corrupt files,
-several faces, ``--as-lr``, bad arguments), and semantic editing (direction shapes, linearity,
-strength 0 = the plain render, the ``edit`` command's grid). Tiny stage exports are built here."""
+"""Photos -> Pro-PULSE (issues 8, 17): FFHQ alignment geometry, MTCNN from its packaged weights (noise
+and the project's toy faces), the ``upsample`` command end to end (good / no-face / corrupt files,
+several faces, ``--lr-size``, bad arguments), semantic editing (direction shapes, linearity,
+strength 0 = the plain render, the ``edit`` command's grid), and the LR convention shared by
+``pulse``, ``upsample`` and ``edit`` (inputs smaller than the generator's output are the LR as they
+are). Tiny stage exports are built here (tests/test_paste_back.py uses them too)."""
 from __future__ import annotations
 
 import json
@@ -14,17 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_propulse.core.downscale import downscale
-from lit_propulse.core.images import uint8_to_tensor
 from datamodules.toy_faces import render_toy_face, sample_toy_factors
 from lit_propulse.cli import main
+from lit_propulse.core.downscale import downscale
+from lit_propulse.core.images import load_image, uint8_to_tensor
+from lit_propulse.core.weights import save_module
 from lit_propulse.editing import edit_grid, edit_ws, layer_direction, load_direction, render_edits
 from lit_propulse.faces import Face, FaceDetector, align_face, crop_quad, ffhq_quad, ffhq_template, select_faces, source_to_crop
 from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.core.weights import save_module
-from lit_propulse.networks.stylegan2 import DeeplySupervisedGenerator, Generator
-from lit_propulse.core.images import load_image
+from lit_propulse.networks.gds import DeeplySupervisedGenerator
+from lit_propulse.networks.stylegan2 import Generator
 
 SIZE, LR, W_DIM = 64, 8, 32
 TINY_G = dict(size=SIZE, style_dim=W_DIM, n_mlp=1, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
@@ -345,28 +347,43 @@ def test_upsample_photos_end_to_end(exports, photos, upsampler, tmp_path, capsys
 
     # --faces all: both faces of two.jpg, largest first; --min-prob can reject everything
     out2 = tmp_path / "all"
-    assert run("upsample", "--checkpoint", exports, "--input", photos, "--output", out2, "--faces", "all") == 0
+    assert run("upsample", "--checkpoint", exports, "--input", photos, "--output", out2, "--faces", "all", "--paste-back") == 0
     two = by_file(report(out2))["two.jpg"]
     assert two["faces_used"] == 2 and [o["name"] for o in two["outputs"]] == ["two_face0", "two_face1"]
+    # --paste-back: both faces put back into the whole photo (its size: both faces span more than 64 px)
+    assert two["restored"] == {**two["restored"], "file": "two_restored.png", "faces": 2, "scale": 1.0, "size": [480, 256]}
+    assert Image.open(out2 / "two_restored.png").size == (480, 256)
     a0, a1 = (two["outputs"][k]["face"]["crop_source_px"] for k in (0, 1))
     assert a0 > a1 and (out2 / "two_face1" / "hr.png").is_file()
 
 
-def test_upsample_as_lr(exports, upsampler, tmp_path):
-    d = tmp_path / "lrs"
+def write_lr_folder(d: Path) -> np.ndarray:
+    """crop64.png (an aligned crop), lr8.png (its LR, 8-bit), tiny.png (4x4), wide.png (48x64); returns the LR."""
     d.mkdir()
     face64 = render_toy_face(0, 3, 64)[0]
-    Image.fromarray(face64).save(d / "crop64.png")  # an aligned crop: DS to 8
+    Image.fromarray(face64).save(d / "crop64.png")
     lr8 = ((downscale(u8(face64)[None], LR)[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(lr8).save(d / "lr8.png")  # already an LR: used as is
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "tiny.png")  # smaller than the LR
-    Image.fromarray(render_toy_face(0, 4, 64)[0][:, 8:56]).save(d / "wide.png")  # 48x64: centre-cropped
+    Image.fromarray(lr8).save(d / "lr8.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(d / "tiny.png")
+    Image.fromarray(render_toy_face(0, 4, 64)[0][:, 8:56]).save(d / "wide.png")
+    return lr8
+
+
+@pytest.mark.parametrize("flag", ["--lr-size", "--as-lr"])
+def test_upsample_lr_size_makes_every_input_an_hr(exports, upsampler, tmp_path, capsys, flag):
+    """``--lr-size 8`` (and the deprecated ``--as-lr``, its alias for upsample): no detection; each
+    input centre-cropped and made the LR with DS, an input already at the LR size used as it is."""
+    lr8 = write_lr_folder(tmp_path / "lrs")
     out = tmp_path / "out"
+    argv = ["--lr-size", str(LR)] if flag == "--lr-size" else ["--as-lr"]
     assert run("upsample", "--gds", exports / "gds" / "gds.pt", "--encoder", exports / "ewplus" / "ewplus.pt",
-               "--ew", exports / "ew" / "ew.pt", "--input", d, "--output", out, "--as-lr") == 0
-    rows = by_file(report(out))
-    assert rows["tiny.png"]["kind"] == "too_small" and "4x4" in rows["tiny.png"]["reason"]
-    assert "faces_found" not in rows["lr8.png"]  # no detection with --as-lr
+               "--ew", exports / "ew" / "ew.pt", "--input", tmp_path / "lrs", "--output", out, *argv) == 0
+    assert ("deprecated" in capsys.readouterr().err) == (flag == "--as-lr")
+    rep = report(out)
+    assert rep["settings"]["lr_size_option"] == LR and rep["summary"]["taken_as"] == {"lr": 0, "hr": 3, "photo": 0}
+    rows = by_file(rep)
+    assert rows["tiny.png"]["kind"] == "too_small" and "4x4 is smaller than --lr-size 8" in rows["tiny.png"]["reason"]
+    assert "faces_found" not in rows["lr8.png"] and rows["lr8.png"]["taken_as"] == "hr"  # no detection
     assert "centre-cropped" in rows["wide.png"]["note"]
     assert "input.png" not in " ".join(rows["lr8.png"]["outputs"][0]["files"])  # nothing larger than the LR
     assert "crop64/input.png" in rows["crop64.png"]["outputs"][0]["files"]
@@ -390,6 +407,7 @@ def test_upsample_ew_only_and_argument_errors(exports, photos, tmp_path, capsys)
         (["--checkpoint", exports, "--input", tmp_path / "nothing"], "does not exist"),
         (["--checkpoint", exports, "--input", exports / "gds"], "holds no images"),
         (["--checkpoint", exports, "--batch-size", "0"], "--batch-size"),
+        (["--gds", tmp_path / "gone.pt", "--encoder", ew, "--output", photos / "face.png"], "is not a folder"),  # before loading
     ]
     for extra, message in cases:
         argv = ["upsample", "--input", photos, "--output", tmp_path / "x", *extra]
@@ -497,3 +515,127 @@ def test_edit_command_writes_grids_and_renders(exports, photos, tmp_path, capsys
     assert run("edit", "--checkpoint", exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "dir.npy",
                "--layers", "0-99") == 2
     assert "rows must be in [0, 10)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# (e) the LR convention, one rule for pulse, upsample and edit (commands.common.LRRule)
+
+
+def test_lr_rule_roles():
+    from lit_propulse.commands.common import LRRule
+    from lit_propulse.core.errors import UserFacingError
+
+    pro, pulse = LRRule(SIZE, model_lr=LR, detects=True), LRRule(SIZE)
+    assert pro.role("a.png", 8, 8) == ("lr", "")  # smaller than the output and the encoder's size: the LR as it is
+    assert pro.role("a.png", 64, 64)[0] == pro.role("a.png", 480, 256)[0] == pro.role("a.png", 40, 30)[0] == "photo"
+    assert pulse.role("a.png", 16, 16) == pulse.role("a.png", 4, 4) == ("lr", "")  # any divisor of 64
+    assert pulse.role("a.png", 32, 40) == ("lr", "")  # no detection in pulse: centre-cropped to 32
+    for rule, (w, h), words in [
+        (pro, (16, 16), ["b.png", "16x16", "encoder takes 8x8", "--lr-size 8", "--photos"]),
+        (pulse, (24, 24), ["b.png", "24x24", "64/24 is not a whole factor"]),
+        (pulse, (64, 64), ["b.png", "64x64 is not smaller than the generator's 64x64", "--lr-size N"]),
+        (pulse, (100, 80), ["b.png", "100x80"]),
+    ]:
+        with pytest.raises(UserFacingError) as e:
+            rule.role("b.png", w, h)
+        assert all(word in str(e.value) for word in words) and "\n" not in str(e.value), str(e.value)
+    hr = LRRule(SIZE, model_lr=LR, lr_size=LR, detects=True)
+    assert hr.role("a.png", 8, 8) == hr.role("a.png", 300, 200) == ("hr", "")
+    assert hr.role("a.png", 4, 4) == (None, "4x4 is smaller than --lr-size 8")
+    assert LRRule(SIZE, model_lr=LR, detects=True, all_photos=True).role("a.png", 8, 8) == ("photo", "")
+
+
+def write_lrs(d: Path, n: int = 2, side: int = LR) -> list[np.ndarray]:
+    d.mkdir(parents=True, exist_ok=True)
+    lrs = []
+    for i in range(n):
+        lr = ((downscale(u8(render_toy_face(0, i, 64)[0])[None], side)[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(lr).save(d / f"lr{i}.png")
+        lrs.append(lr)
+    return lrs
+
+
+def test_upsample_and_edit_take_a_folder_of_lrs_as_they_are(exports, upsampler, photos, tmp_path, capsys, monkeypatch):
+    lrs = write_lrs(tmp_path / "lrs")
+
+    def no_detector(*a, **k):
+        raise AssertionError("MTCNN was loaded for a folder of LRs")
+
+    monkeypatch.setattr("lit_propulse.faces.FaceDetector", no_detector)
+    out = tmp_path / "up"
+    assert run("upsample", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", out) == 0
+    rep = report(out)
+    assert rep["summary"]["taken_as"] == {"lr": 2, "hr": 0, "photo": 0} and rep["summary"]["results"] == 2
+    for i, lr in enumerate(lrs):
+        row = by_file(rep)[f"lr{i}.png"]
+        assert row["taken_as"] == "lr" and "faces_found" not in row
+        assert np.array_equal(read_u8(out / f"lr{i}" / "lr.png"), lr.astype(np.int16))
+        hr = upsampler(u8(lr)[None]).image[0]
+        assert np.abs(read_u8(out / f"lr{i}" / "hr.png") - ((hr.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).max() <= 1
+    np.save(tmp_path / "dir.npy", np.ones(W_DIM, np.float32))
+    assert run("edit", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", tmp_path / "edit",
+               "--direction", tmp_path / "dir.npy", "--strengths", "0,1") == 0
+    assert np.array_equal(read_u8(tmp_path / "edit" / "lr0" / "strength_+0" / "hr.png"), read_u8(out / "lr0" / "hr.png"))
+    monkeypatch.undo()
+    # a folder mixing LRs and photos: each taken by its size
+    for f in ("face.png", "noise.png"):
+        (tmp_path / "lrs" / f).write_bytes((photos / f).read_bytes())
+    assert run("upsample", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", tmp_path / "mixed") == 0
+    rep = report(tmp_path / "mixed")
+    assert rep["summary"]["taken_as"] == {"lr": 2, "hr": 0, "photo": 2} and rep["summary"]["results"] == 3
+    assert by_file(rep)["face.png"]["faces_used"] == 1 and by_file(rep)["noise.png"]["kind"] == "no_face"
+    # --photos: detection on every input; MTCNN finds no face in an 8x8 LR
+    capsys.readouterr()
+    assert run("upsample", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", tmp_path / "ph", "--photos") == 0
+    rep = report(tmp_path / "ph")
+    assert rep["summary"]["taken_as"]["photo"] == 4 and by_file(rep)["lr0.png"]["kind"] == "no_face"
+
+
+def test_an_lr_of_the_wrong_size_stops_every_command_in_one_line(exports, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LIT_PROPULSE_CACHE", str(tmp_path / "cache"))
+    write_lrs(tmp_path / "in")
+    write_lrs(tmp_path / "in16", n=1, side=16)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in" / "x16.png")
+    np.save(tmp_path / "dir.npy", np.ones(W_DIM, np.float32))
+    fix = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
+    pulse = ["pulse", "--generator", fix, "--steps", "1", "--fit-samples", "2000"]
+    cases = [
+        (["upsample", "--checkpoint", exports, "--input", tmp_path / "in"], ["x16.png: 16x16", "encoder takes 8x8", "--lr-size 8"]),
+        (["edit", "--checkpoint", exports, "--input", tmp_path / "in", "--direction", tmp_path / "dir.npy"], ["x16.png: 16x16", "encoder takes 8x8"]),
+        (["upsample", "--checkpoint", exports, "--input", tmp_path / "in16", "--lr-size", "16"], ["--lr-size 16", "encoder takes 8x8"]),
+        (["upsample", "--checkpoint", exports, "--input", tmp_path / "in", "--lr-size", "8", "--photos"], ["--lr-size", "--photos"]),
+        ([*pulse, "--input", tmp_path / "in", "--lr-size", "24"], ["--lr-size 24", "divide"]),
+    ]
+    for k, (argv, words) in enumerate(cases):
+        out = tmp_path / f"out{k}"
+        assert run(*argv, "--output", out) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and all(w in err for w in words), (argv, err)
+        assert not (out / "report.json").exists() and not list(out.glob("*/hr.png"))  # nothing was done
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(tmp_path / "in" / "x24.png")
+    (tmp_path / "in" / "x16.png").unlink()
+    assert run(*pulse, "--input", tmp_path / "in", "--output", tmp_path / "p24") == 2
+    err = capsys.readouterr().err
+    assert "x24.png: 24x24" in err and "64/24 is not a whole factor" in err and "Traceback" not in err
+    (tmp_path / "in" / "x24.png").unlink()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "in" / "hr64.png")
+    assert run(*pulse, "--input", tmp_path / "in", "--output", tmp_path / "p64") == 2
+    err = capsys.readouterr().err
+    assert "hr64.png: 64x64 is not smaller than the generator's 64x64 output" in err and "--lr-size N" in err
+
+
+def test_pulse_takes_a_folder_of_lrs_as_they_are(tmp_path, capsys, monkeypatch):
+    """The issue's report: ``pulse --generator G64.pt --input lr_folder/`` with 8x8 PNGs answered
+    "no usable images"; now every file is the LR as it is."""
+    monkeypatch.setenv("LIT_PROPULSE_CACHE", str(tmp_path / "cache"))
+    lrs = write_lrs(tmp_path / "lr_folder")
+    fix = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
+    out = tmp_path / "out"
+    assert run("pulse", "--generator", fix, "--input", tmp_path / "lr_folder", "--output", out, "--steps", "1", "--fit-samples", "2000") == 0
+    printed = capsys.readouterr()
+    assert "made LR with DS" not in printed.out and "deprecated" not in printed.err
+    for i, lr in enumerate(lrs):
+        assert np.array_equal(read_u8(out / "lr" / f"lr{i}.png"), lr.astype(np.int16))  # searched against the file itself
+        assert Image.open(out / f"lr{i}_0.png").size == (SIZE, SIZE)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["searches"] == 2 and summary["settings"]["lr_size"] is None

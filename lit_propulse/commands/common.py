@@ -1,14 +1,18 @@
 """What the photo commands share: ``upsample`` and ``edit`` (Pro-PULSE on photos, Sec. III-F / Fig. 9)
 and ``pulse`` (the PULSE baseline).
 
+* the LR convention (:class:`LRRule`, one rule for the three commands, documented in
+  docs/photos-editing.md "Which inputs are LRs"): an input smaller than the generator's output is
+  the LR as it is; ``--lr-size N`` makes every input an HR brought to N×N with DS first; other
+  inputs are photos (``upsample`` / ``edit`` detect their faces; ``pulse`` refuses them);
 * arguments: the model flags (stage exports, device, batch size) and the input flags (folder,
-  ``--as-lr``, face selection) of ``upsample`` / ``edit``, and their checks;
+  ``--lr-size``, ``--photos``, face selection) of ``upsample`` / ``edit``, and their checks;
 * inputs: the image files of a folder (:data:`~lit_propulse.core.images.IMAGE_EXTENSIONS`, natural
   order, not recursive), the output folder (checked and created before any model loads), the device;
 * the model: stage exports found in a run directory and loaded as a
   :class:`~lit_propulse.inference.ProPulseUpsampler`;
-* photos -> LRs: :class:`InputPreparer` (MTCNN detection, FFHQ alignment, DS to the LR size, or
-  ``--as-lr``), one :class:`Record` per file for the report, and the batching of the results.
+* photos -> LRs: :class:`InputPreparer` (the LR as it is, DS of an HR, or MTCNN detection, FFHQ
+  alignment and DS), one :class:`Record` per file for the report, and the batching of the results.
 
 Every error the user must fix is a :class:`~lit_propulse.core.errors.UserFacingError`.
 """
@@ -21,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -34,6 +38,147 @@ if TYPE_CHECKING:
 
 #: export file names a pipeline / stage run directory holds, directly or in <stage>/<stage>.pt
 EXPORTS = ("gds", "ew", "ewplus")
+
+
+# ----------------------------------------------------------------------------------------------
+# The LR convention: which inputs are LRs (one rule for ``pulse``, ``upsample`` and ``edit``).
+
+#: what an input is: the LR as it is, an HR made LR with DS (``--lr-size``), or a photo (detection)
+InputRole = Literal["lr", "hr", "photo"]
+
+
+@dataclass(frozen=True)
+class LRRule:
+    """Which inputs are the LR as they are, which are HRs made LR with DS, which are photos.
+
+    * ``lr_size`` set (``--lr-size N``): every input is an HR (e.g. a ground truth to test against):
+      centre-cropped to a square and made N×N with DS; an input smaller than N is skipped.
+    * ``all_photos`` (``--photos``, upsample / edit): every input is a photo (faces are detected).
+    * otherwise an input smaller than the generator's output is the LR as it is (``upsample`` /
+      ``edit``: a square one; a non-square image is a photo). Its side must divide the generator's
+      size (PULSE) and equal the encoder's LR size (Pro-PULSE); anything else is a one-line
+      :class:`UserFacingError` naming the file and the sizes. The other inputs are photos for the
+      commands that detect faces; ``pulse`` refuses them (give ``--lr-size``).
+
+    Args:
+        size: the generator's output side (the HR).
+        model_lr: the LR side the Pro-PULSE encoder takes; None = PULSE (any side dividing ``size``).
+        lr_size: ``--lr-size``: every input is made this size with DS first; None = off.
+        detects: the command detects faces in photos (``upsample``, ``edit``); False = ``pulse``.
+        all_photos: ``--photos``: every input is a photo, whatever its size.
+    """
+
+    size: int
+    model_lr: int | None = None
+    lr_size: int | None = None
+    detects: bool = False
+    all_photos: bool = False
+
+    def role(self, name: str, width: int, height: int) -> tuple[InputRole | None, str]:
+        """What the input ``name`` of ``width`` x ``height`` pixels is: (role, "") or (None, why it is
+        skipped). An LR of a size the model cannot take raises :class:`UserFacingError`."""
+        side, square = min(width, height), width == height
+        if self.lr_size is not None:
+            if side < self.lr_size:
+                return None, f"{width}x{height} is smaller than --lr-size {self.lr_size}"
+            return "hr", ""
+        if self.all_photos:
+            return "photo", ""
+        if side < self.size and (square or not self.detects):
+            self.check_lr(name, side)
+            return "lr", ""
+        if self.detects:
+            return "photo", ""
+        raise UserFacingError(f"{name}: {width}x{height} is not smaller than the generator's {self.size}x{self.size} output, "
+                              f"so it is not an LR; give --lr-size N to make every input NxN with DS first")
+
+    def check_lr(self, name: str, side: int) -> None:
+        """An input of ``side`` px taken as the LR: it must divide the generator's size (and be the encoder's LR size)."""
+        if self.model_lr is not None and side != self.model_lr:
+            hint = f"give --lr-size {self.model_lr} to make every input {self.model_lr}x{self.model_lr} with DS"
+            if self.detects:
+                hint += ", or --photos to detect faces in every input"
+            raise UserFacingError(f"{name}: {side}x{side} is taken as the LR (smaller than the generator's {self.size}x{self.size} "
+                                  f"output), but the encoder takes {self.model_lr}x{self.model_lr} LRs; {hint}")
+        if self.size % side:
+            raise UserFacingError(f"{name}: {side}x{side} is taken as the LR (smaller than the generator's {self.size}x{self.size} "
+                                  f"output), but {self.size}/{side} is not a whole factor; an LR side must divide {self.size}")
+
+    def describe(self) -> str:
+        """One line for the reports."""
+        if self.lr_size is not None:
+            return f"every input an HR, centre-cropped and made {self.lr_size}x{self.lr_size} with DS (--lr-size)"
+        if self.all_photos:
+            return "every input a photo: faces detected and aligned (--photos)"
+        lr = f"{self.model_lr}x{self.model_lr}" if self.model_lr is not None else f"a divisor of {self.size}"
+        rest = "larger or non-square inputs are photos (faces detected)" if self.detects else "larger inputs are refused"
+        square = "square " if self.detects else ""
+        return f"{square}inputs smaller than the generator's {self.size}x{self.size} output are the LR as they are ({lr}); {rest}"
+
+
+def add_lr_arguments(g: argparse._ArgumentGroup, detects: bool) -> None:
+    """``--lr-size``, ``--photos`` (commands that detect faces) and the deprecated ``--as-lr``."""
+    g.add_argument("--lr-size", type=int, default=None, metavar="N",
+                   help="every input is an HR (e.g. a ground truth to test against): centre-cropped and made NxN with DS first"
+                        + ("; N must be the encoder's LR size" if detects else "")
+                        + ". Without it, " + ("square " if detects else "") + "inputs smaller than the generator's output are "
+                        + "the LR as they are, and other inputs "
+                        + ("are photos (faces detected)" if detects else "are refused"))
+    if detects:
+        g.add_argument("--photos", action="store_true",
+                       help="every input is a photo: detect faces even in inputs small enough to be LRs")
+    g.add_argument("--as-lr", action="store_true",
+                   help="deprecated: " + ("the same as --lr-size <the encoder's LR size>" if detects else "the default (inputs are the LR as they are)"))
+
+
+def check_lr_flags(args: argparse.Namespace) -> None:
+    """``--lr-size`` / ``--photos`` / ``--as-lr`` among themselves (before any model loads)."""
+    lr_size, photos = args.lr_size, bool(getattr(args, "photos", False))
+    if lr_size is not None and lr_size < 1:
+        raise UserFacingError(f"--lr-size must be >= 1, got {lr_size}")
+    if args.as_lr and (lr_size is not None or photos):
+        raise UserFacingError(f"--as-lr (deprecated) contradicts {'--lr-size' if lr_size is not None else '--photos'}; drop --as-lr")
+    if lr_size is not None and photos:
+        raise UserFacingError("--lr-size makes every input an HR, --photos every input a photo: give one of them")
+
+
+def lr_rule(args: argparse.Namespace, size: int, model_lr: int | None, detects: bool) -> LRRule:
+    """The :class:`LRRule` of the parsed ``--lr-size`` / ``--photos`` / ``--as-lr`` for a generator of
+    ``size`` px (and an encoder taking ``model_lr`` px LRs, Pro-PULSE); checks them against the model."""
+    check_lr_flags(args)
+    lr_size, photos = args.lr_size, bool(getattr(args, "photos", False))
+    if args.as_lr:
+        if detects:
+            lr_size = model_lr
+        print("note: --as-lr is deprecated: inputs smaller than the generator's output are the LR as they are; "
+              + (f"it now means --lr-size {model_lr}" if detects else "drop it") + " (docs/photos-editing.md)", file=sys.stderr)
+    if lr_size is not None:
+        if model_lr is not None and lr_size != model_lr:
+            raise UserFacingError(f"--lr-size {lr_size}: the encoder takes {model_lr}x{model_lr} LRs; give --lr-size {model_lr}")
+        if not 1 <= lr_size < size or size % lr_size:
+            raise UserFacingError(f"--lr-size {lr_size}: the LR side must be smaller than the generator's {size}x{size} output "
+                                  f"and divide it")
+    return LRRule(int(size), model_lr, lr_size, detects, photos)
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header, or None when it cannot be read (it is skipped later)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is read
+        return None
+
+
+def check_lr_sizes(files: Sequence[Path], rule: LRRule) -> None:
+    """Apply ``rule`` to every input's header size before any work, so an LR of the wrong size stops
+    the command at once (a :class:`UserFacingError` naming the file and the sizes)."""
+    for f in files:
+        wh = header_size(f)
+        if wh is not None:
+            rule.role(str(f), *wh)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,12 +201,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input")
+    g = p.add_argument_group("input (which inputs are LRs: docs/photos-editing.md)")
     g.add_argument("--input", required=True, help="folder of images (png/jpg/jpeg/webp; not recursive)")
     g.add_argument("--output", required=True, help="output folder (created)")
-    g.add_argument("--as-lr", action="store_true",
-                   help="no face detection: each whole image (centre-cropped to a square) is the LR, made the "
-                        "model's LR size with DS when larger (aligned face crops, or LR images)")
+    add_lr_arguments(g, detects=True)
     g.add_argument("--faces", default="largest", choices=["largest", "all"],
                    help="with several faces in a photo: upsample only the largest, or every one")
     g.add_argument("--min-prob", type=float, default=0.9, help="minimum MTCNN face probability")
@@ -75,6 +218,7 @@ def check_input_arguments(args: argparse.Namespace) -> None:
         raise UserFacingError(f"--min-prob must be in [0, 1], got {args.min_prob}")
     if args.min_face_size < 12:
         raise UserFacingError(f"--min-face-size must be >= 12 (MTCNN's smallest window), got {args.min_face_size}")
+    check_lr_flags(args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,14 +345,18 @@ def read_photo_job(args: argparse.Namespace) -> PhotoJob:
 
 @dataclass
 class Item:
-    """One LR for the upsampler. source: the aligned crop (label "aligned") or the square input
-    (label "input", --as-lr) it was made from, None when the input already was the LR."""
+    """One LR for the upsampler. source: the aligned crop (label "aligned") or the square HR input
+    (label "input", ``--lr-size``) it was made from, None when the input was the LR as it is.
+    photo and quad: for a face of a photo kept for pasting back, the whole photo [3, H, W] and the
+    crop's quad [4, 2] in its pixels; None otherwise."""
 
     name: str
     lr: Tensor  # [3, l, l]
     source: Tensor | None  # [3, s, s]
     source_label: str
     face: dict[str, Any] | None = None
+    photo: Tensor | None = None  # [3, H, W]
+    quad: Tensor | None = None  # [4, 2]
 
 
 @dataclass
@@ -220,9 +368,11 @@ class Record:
     kind: str = ""  # skip kind: unreadable | no_face | face_too_small | too_small | duplicate_name
     reason: str = ""
     note: str = ""
-    faces_found: int | None = None  # None with --as-lr (no detection)
+    taken_as: str = ""  # the LR convention's role: "lr" | "hr" | "photo" ("" = not read)
+    faces_found: int | None = None  # None for inputs that are no photos (no detection)
     faces_used: int = 0
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    restored: dict[str, Any] | None = None  # upsample --paste-back: the whole photo with its faces pasted back
 
     def skip(self, kind: str, reason: str) -> Record:
         self.status, self.kind, self.reason = "skipped", kind, reason
@@ -234,9 +384,13 @@ class Record:
             d.update(kind=self.kind, reason=self.reason)
         if self.note:
             d["note"] = self.note
+        if self.taken_as:
+            d["taken_as"] = self.taken_as
         if self.faces_found is not None:
             d.update(faces_found=self.faces_found, faces_used=self.faces_used)
         d["outputs"] = self.outputs
+        if self.restored is not None:
+            d["restored"] = self.restored
         return d
 
 
@@ -272,26 +426,26 @@ def center_square(img: Tensor) -> tuple[Tensor, str]:
 
 
 class InputPreparer:
-    """Turns input files into :class:`Item` s (the LRs) and :class:`Record` s, one file at a time.
+    """Turns input files into :class:`Item` s (the LRs) and :class:`Record` s, one file at a time, by
+    the LR convention (:class:`LRRule`): an LR is used as it is, an HR (``--lr-size``) is made the
+    LR with DS, a photo's faces are detected (MTCNN, loaded at the first photo), aligned and made LR.
 
     Args:
-        lr_size: the model's LR side.
-        crop_size: side of the aligned crop (the generator's size).
-        as_lr: take each whole image as the LR (no detection).
+        rule: the LR convention, with the model's sizes (``rule.model_lr`` the encoder's LR side).
         faces: "largest" or "all" faces per photo.
         min_prob: minimum MTCNN probability.
         min_face_size: MTCNN's smallest face, pixels.
         device: where detection and alignment run.
+        keep_photo: keep each photo and crop quad on its faces' items (for pasting back).
     """
 
-    def __init__(self, lr_size: int, crop_size: int, as_lr: bool, faces: str, min_prob: float, min_face_size: int, device: torch.device) -> None:
-        self.lr_size, self.crop_size, self.as_lr = int(lr_size), int(crop_size), bool(as_lr)
-        self.faces, self.min_prob, self.device = faces, float(min_prob), device
+    def __init__(self, rule: LRRule, faces: str, min_prob: float, min_face_size: int, device: torch.device, keep_photo: bool = False) -> None:
+        if rule.model_lr is None:
+            raise ValueError("InputPreparer needs the encoder's LR size (rule.model_lr)")
+        self.rule, self.lr_size, self.crop_size = rule, int(rule.model_lr), int(rule.size)
+        self.faces, self.min_prob, self.min_face_size, self.device = faces, float(min_prob), int(min_face_size), device
+        self.keep_photo = bool(keep_photo)
         self.detector = None
-        if not as_lr:
-            from lit_propulse.faces import FaceDetector
-
-            self.detector = FaceDetector(min_face_size=min_face_size, device=device)
         self.names: set[str] = set()
 
     def __call__(self, path: Path) -> tuple[Record, list[Item]]:
@@ -305,22 +459,28 @@ class InputPreparer:
         if img is None:
             return rec.skip("unreadable", reason), []
         self.names.add(stem)
-        if self.as_lr:
-            img, rec.note = center_square(img)
-            side = img.shape[-1]
-            if side < self.lr_size:
-                return rec.skip("too_small", f"{side}x{side} is smaller than the model's LR {self.lr_size}x{self.lr_size}"), []
-            img = img.to(self.device)
-            lr = downscale(img[None], self.lr_size)[0]
-            if side > self.lr_size:
-                rec.note = "; ".join(filter(None, [rec.note, f"made LR from {side}x{side} with DS"]))
-            return rec, [Item(stem, lr, img if side > self.lr_size else None, "input")]
-        return self._faces(rec, img.to(self.device), stem)
+        role, reason = self.rule.role(str(path), img.shape[-1], img.shape[-2])
+        if role is None:
+            return rec.skip("too_small", reason), []
+        rec.taken_as = role
+        if role == "photo":
+            return self._faces(rec, img.to(self.device), stem)
+        img, rec.note = center_square(img)
+        img = img.to(self.device)
+        side = img.shape[-1]
+        if role == "lr":
+            return rec, [Item(stem, img, None, "input")]
+        lr = downscale(img[None], self.lr_size)[0]
+        if side > self.lr_size:
+            rec.note = "; ".join(filter(None, [rec.note, f"made LR from {side}x{side} with DS"]))
+        return rec, [Item(stem, lr, img if side > self.lr_size else None, "input")]
 
     def _faces(self, rec: Record, img: Tensor, stem: str) -> tuple[Record, list[Item]]:
         from lit_propulse.core.downscale import downscale
-        from lit_propulse.faces import align_face, select_faces
+        from lit_propulse.faces import FaceDetector, align_face, select_faces
 
+        if self.detector is None:
+            self.detector = FaceDetector(min_face_size=self.min_face_size, device=self.device)
         found = self.detector(img)
         rec.faces_found = len(found)
         if not found:
@@ -346,7 +506,7 @@ class InputPreparer:
                 info["warning"] = f"{100 * aligned.outside:.0f}% of the crop lies outside the photo (filled by reflection)"
             crop = aligned.image.clamp(-1, 1)  # bicubic overshoot clipped, like the data pipeline's 8-bit HR
             lr = downscale(crop[None], self.lr_size)[0]
-            items.append(Item(name, lr, crop, "aligned", info))
+            items.append(Item(name, lr, crop, "aligned", info, img if self.keep_photo else None, aligned.quad if self.keep_photo else None))
         rec.faces_used = len(items)
         if not items:
             return rec.skip("face_too_small", "; ".join(too_small)), []

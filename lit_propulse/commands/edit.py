@@ -1,15 +1,16 @@
 """``python -m lit_propulse edit``: semantic editing of Pro-PULSE's super-resolved faces (Fig. 9).
 
-Inputs are prepared exactly as ``upsample`` prepares them (same flags: photos are detected and
-aligned, ``--as-lr`` takes aligned face crops or LRs as they are, made LR with DS when larger). Each
-LR is encoded to w+, moved along ``--direction`` by every ``--strengths`` value
+Inputs are prepared exactly as ``upsample`` prepares them (the same LR convention and flags,
+:class:`~lit_propulse.commands.common.LRRule`: a square input smaller than the generator's output is
+the LR as it is, ``--lr-size N`` makes every input an HR brought to the LR with DS, other inputs are
+photos whose faces are detected and aligned). Each LR is encoded to w+, moved along ``--direction`` by every ``--strengths`` value
 (:func:`lit_propulse.editing.edit_ws`, optionally only ``--layers``) and rendered at every
 resolution. Written into ``--output``:
 
 * ``<name>/grid.png`` — rows = resolutions (side outputs, then the final image; all shown at the
   final size), columns = strengths in the given order;
 * ``<name>/strength_<s>/hr.png`` and ``side_<r>.png`` — every individual render;
-* ``<name>/lr.png`` and ``<name>/aligned.png`` (``--as-lr``: ``input.png``) — what was edited;
+* ``<name>/lr.png`` and ``<name>/aligned.png`` (``--lr-size``: ``input.png``) — what was edited;
 * ``report.json`` — settings (direction, strengths, layers, grid layout) and per input the files
   written or why it was skipped.
 """
@@ -31,13 +32,16 @@ from lit_propulse.cli import register_command
 from lit_propulse.commands.common import (
     InputPreparer,
     Item,
+    LRRule,
     PhotoJob,
     Record,
     add_input_arguments,
     add_model_arguments,
     batched,
+    check_lr_sizes,
     input_counts,
     load_upsampler,
+    lr_rule,
     prepare_all,
     read_photo_job,
 )
@@ -156,13 +160,15 @@ def write_edits(out_dir: Path, item: Item, grid: Tensor, renders: dict[int, Tens
     return [f"{item.name}/{f}" for f in files]
 
 
-def run(job: PhotoJob, up: ProPulseUpsampler, spec: EditSpec) -> tuple[list[Record], int, list[int]]:
-    """Prepare every input, encode and render the edits in batches, writing each image's files as it
-    comes; returns the records of every input, the number of images edited, the resolutions rendered."""
+def run(job: PhotoJob, up: ProPulseUpsampler, spec: EditSpec, rule: LRRule) -> tuple[list[Record], int, list[int]]:
+    """Prepare every input by ``rule``, encode and render the edits in batches, writing each image's
+    files as it comes; returns the records of every input, the number of images edited, the
+    resolutions rendered."""
     from lit_propulse.editing import edit_grid, render_edits
 
     args = job.args
-    prep = InputPreparer(up.lr_size, up.size, args.as_lr, args.faces, args.min_prob, args.min_face_size, job.device)
+    check_lr_sizes(job.files, rule)  # an LR of the wrong size stops the command before any work
+    prep = InputPreparer(rule, args.faces, args.min_prob, args.min_face_size, job.device)
     records: list[Record] = []
     done, resolutions = 0, []
     stream = prepare_all(job.files, prep, records, lambda rec, items: f"{len(items)} image(s) to edit")
@@ -181,8 +187,8 @@ def run(job: PhotoJob, up: ProPulseUpsampler, spec: EditSpec) -> tuple[list[Reco
     return records, done, resolutions
 
 
-def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], spec: EditSpec, results: tuple[list[Record], int, list[int]],
-           seconds: float) -> int:
+def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], spec: EditSpec, rule: LRRule,
+           results: tuple[list[Record], int, list[int]], seconds: float) -> int:
     """Write report.json, print the summary line; the exit code (1 when nothing was edited)."""
     args, (records, done, resolutions) = job.args, results
     summary = {**input_counts(records, "edited_inputs"), "results": done, "time_s": round(seconds, 3)}
@@ -190,7 +196,8 @@ def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | No
         **model_files, "guidance": args.guidance, "size": up.size, "lr_size": up.lr_size,
         "direction": str(args.direction), "direction_shape": list(spec.direction.shape),
         "direction_norm": float(spec.direction.float().norm()), "strengths": spec.strengths, "layers": spec.layers,
-        "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces, "min_prob": None if args.as_lr else args.min_prob,
+        "inputs": rule.describe(), "lr_size_option": rule.lr_size, "photos": rule.all_photos,
+        "faces": args.faces, "min_prob": args.min_prob,
         "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]), "grid_columns": spec.strengths,
     }
     path = job.out_dir / "report.json"
@@ -212,6 +219,7 @@ def main(argv: Sequence[str]) -> int:
     job = read_photo_job(args)  # the output folder exists before any model loads
     up, model_files = load_upsampler(job.model_files, args.guidance, job.device)
     spec = fit_edit_to_model(spec, args, up, job.device)
+    rule = lr_rule(args, up.size, up.lr_size, detects=True)
     t0 = time.perf_counter()
-    results = run(job, up, spec)
-    return report(job, up, model_files, spec, results, time.perf_counter() - t0)
+    results = run(job, up, spec, rule)
+    return report(job, up, model_files, spec, rule, results, time.perf_counter() - t0)

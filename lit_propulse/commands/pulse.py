@@ -1,9 +1,11 @@
 """``python -m lit_propulse pulse``: PULSE on a folder of images (Menon et al., CVPR 2020).
 
-Reads the images of ``--input`` (png/jpg/jpeg/webp, not recursive), makes each an LR of
-``--lr-size`` with the project's ``DS`` when it is larger (``--as-lr``: take it as the LR as it
-is), optionally degrades the LR (PULSE Sec. 5), runs batched PULSE ``--samples`` times per image
-and writes, into ``--output``:
+Reads the images of ``--input`` (png/jpg/jpeg/webp, not recursive) by the LR convention shared
+with ``upsample`` and ``edit`` (:class:`~lit_propulse.commands.common.LRRule`, docs/photos-editing.md):
+an image smaller than the generator's output is the LR as it is (its side must divide the
+generator's size); ``--lr-size N`` makes every image an HR brought to N×N with the project's ``DS``
+first (to test against a ground truth). Then it optionally degrades the LR (PULSE Sec. 5), runs
+batched PULSE ``--samples`` times per image and writes, into ``--output``:
 
 * ``<name>_<sample>.png`` — the best HR found for each (image, sample), successful or not;
 * ``lr/<name>.png`` — the LR searched against (the degraded one with ``--degrade``);
@@ -122,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lit_propulse pulse",
         description=(
             "PULSE (Menon et al., CVPR 2020): search a StyleGAN2's latent space for HR images that "
-            "downscale to each LR input. Images larger than --lr-size are first downscaled to it with "
-            "the project's DS (antialiased bicubic); --as-lr takes them as LR as they are."
+            "downscale to each LR input. Images smaller than the generator's output are the LR as they are; "
+            "--lr-size N makes every image NxN with the project's DS (antialiased bicubic) first."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -131,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--generator", required=True, help="StyleGAN2 checkpoint (port layout or lit_propulse's own)")
     io.add_argument("--input", required=True, help="folder of images (png/jpg/jpeg/webp; not recursive)")
     io.add_argument("--output", required=True, help="output folder (created)")
-    io.add_argument("--lr-size", type=int, default=32, help="LR side length; larger images are made LR with DS")
-    io.add_argument("--as-lr", action="store_true", help="take every image as the LR as it is (no DS); its size is the LR size")
+    common.add_lr_arguments(io, detects=False)
     io.add_argument("--save-steps", type=int, default=0, help="save the current HR every K steps (0 = no intermediate images)")
     io.add_argument("--groups", default=None, help="CSV 'name,<group column>,...' -> success rate per group (PULSE Fig. 8)")
     io.add_argument("--degrade", action="append", default=[], metavar="SPEC",
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value, low in (("--samples", args.samples, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
                              ("--save-steps", args.save_steps, 0), ("--lr-size", args.lr_size, 1), ("--fit-samples", args.fit_samples, 2)):
-        if value < low:
+        if value is not None and value < low:
             raise UserFacingError(f"{flag} must be >= {low}, got {value}")
 
 
@@ -193,9 +194,10 @@ def read_job(argv: Sequence[str]) -> PulseJob:
 
     args = build_parser().parse_args(list(argv))
     _check_numbers(args)
+    common.check_lr_flags(args)
     degradations = [_parse_degradation(s) for s in args.degrade]
-    if args.as_lr and any(d.where == "before_ds" for d in degradations):
-        raise UserFacingError("--degrade motion:... blurs the HR before DS, but --as-lr inputs have no HR")
+    if args.lr_size is None and any(d.where == "before_ds" for d in degradations):
+        raise UserFacingError("--degrade motion:... blurs the HR before DS: give --lr-size N, so the inputs are HRs made LR with DS")
     groups = None
     if args.groups:
         try:
@@ -208,40 +210,33 @@ def read_job(argv: Sequence[str]) -> PulseJob:
     return PulseJob(args, config, degradations, groups, files, device, common.prepare_output_dir(args.output))
 
 
-def _skip_reason(side: int, lr_size: int, g_size: int, job: PulseJob) -> str:
-    """Why an image of ``side`` px cannot be searched at ``lr_size`` ("" = it can)."""
-    if side > g_size and job.args.as_lr:
-        return f"{side}x{side} is larger than the generator's output {g_size} (drop --as-lr to downscale it)"
-    if side < lr_size:
-        return f"{side}x{side} is smaller than --lr-size {lr_size} (use --as-lr or a smaller --lr-size)"
-    if side == lr_size and any(d.where == "before_ds" for d in job.degradations):
-        return "already at the LR size, so there is no HR for the motion blur (before DS) to act on"
-    return ""
-
-
-def read_inputs(job: PulseJob, g_size: int) -> _Inputs:
-    """Every input as its LR (DS to --lr-size unless --as-lr, then degraded), ``--samples`` searches
-    each; unusable files are reported and skipped."""
+def read_inputs(job: PulseJob, rule: common.LRRule) -> _Inputs:
+    """Every input as its LR by ``rule`` (the LR as it is, or DS to --lr-size), then degraded,
+    ``--samples`` searches each; unusable files are reported and skipped, an LR of a size the
+    generator cannot take stops the command (one line naming the file and the sizes)."""
     from datamodules.degradations import degrade_lr
     from lit_propulse.core.downscale import downscale
     from lit_propulse.core.seeding import seed_generator
     from lit_propulse.losses.pulse import downscale_l2
 
     args, out = job.args, _Inputs()
+    motion = any(d.where == "before_ds" for d in job.degradations)
     for f in job.files:
         img, reason = common.read_rgb(f)
         if img is None:
             out.skip(f, reason)
             continue
-        name, (img, note) = f.stem, common.center_square(img)
-        lr_size = img.shape[-1] if args.as_lr else args.lr_size
+        name = f.stem
+        role, reason = rule.role(str(f), img.shape[-1], img.shape[-2])
         if name in out.notes:
             reason = f"another input is also named {name!r} (outputs are named by file stem)"
-        else:
-            reason = _skip_reason(img.shape[-1], lr_size, g_size, job)
+        elif role == "hr" and motion and min(img.shape[-2:]) == rule.lr_size:
+            reason = "already at the LR size, so there is no HR for the motion blur (before DS) to act on"
         if reason:
             out.skip(f, reason)
             continue
+        img, note = common.center_square(img)
+        lr_size = rule.lr_size if role == "hr" else img.shape[-1]
         hr = img[None]  # [1, 3, s, s]
         clean = downscale(hr, lr_size)
         out.downscaled += int(hr.shape[-1] > lr_size)
@@ -253,8 +248,8 @@ def read_inputs(job: PulseJob, g_size: int) -> _Inputs:
     if not out.items:
         raise UserFacingError(f"--input {args.input!r}: no usable images ({len(out.skipped)} skipped, reasons above)")
     if out.downscaled:
-        print(f"{out.downscaled} image(s) larger than {args.lr_size}x{args.lr_size} were made LR with DS "
-              f"(antialiased bicubic); pass --as-lr to use images as LR as they are")
+        print(f"{out.downscaled} image(s) larger than {rule.lr_size}x{rule.lr_size} were made LR with DS (antialiased bicubic, "
+              f"--lr-size {rule.lr_size}); without --lr-size, inputs smaller than the generator's output are the LR as they are")
     return out
 
 
@@ -262,14 +257,13 @@ def read_inputs(job: PulseJob, g_size: int) -> _Inputs:
 # Run: the generator, the Gaussian fit, the searches batched by LR size.
 
 
-def load_generator(job: PulseJob) -> Generator:
-    """The --generator checkpoint on the device; --lr-size must be below its output size."""
+def load_generator(job: PulseJob) -> tuple[Generator, common.LRRule]:
+    """The --generator checkpoint on the device, and the LR convention for its output size
+    (--lr-size must be smaller than it and divide it)."""
     from lit_propulse.networks.stylegan2 import Generator
 
     G = Generator.from_checkpoint(job.args.generator, map_location=job.device).eval()  # CheckpointError is user-facing
-    if not job.args.as_lr and job.args.lr_size >= G.size:
-        raise UserFacingError(f"--lr-size {job.args.lr_size} must be smaller than the generator's output size {G.size}")
-    return G
+    return G, common.lr_rule(job.args, G.size, None, detects=False)
 
 
 def build_pulse(job: PulseJob, G: Generator) -> PULSE:
@@ -354,14 +348,14 @@ def _write_groups(job: PulseJob, rows: list[SearchRow]) -> list[dict[str, Any]]:
     return [{**asdict(g), "rate": g.rate} for g in rates]
 
 
-def report(job: PulseJob, g_size: int, inputs: _Inputs, rows: list[SearchRow], seconds: float) -> int:
+def report(job: PulseJob, rule: common.LRRule, inputs: _Inputs, rows: list[SearchRow], seconds: float) -> int:
     """reports/<name>.json, results.csv, groups.csv (--groups), summary.json and the summary line."""
     from lit_propulse.pulse import results
 
     args, out_dir = job.args, job.out_dir
     settings = {
-        "generator": str(args.generator), "generator_size": g_size, "lr_size": None if args.as_lr else args.lr_size,
-        "as_lr": args.as_lr, "degrade": list(args.degrade), "samples": args.samples,
+        "generator": str(args.generator), "generator_size": rule.size, "lr_size": rule.lr_size, "inputs": rule.describe(),
+        "degrade": list(args.degrade), "samples": args.samples,
         "config": results.jsonable(asdict(job.config)),
     }
     results.write_image_reports(out_dir / "reports", rows, inputs.notes, inputs.lr_gap, args.eps, settings)
@@ -383,10 +377,10 @@ def report(job: PulseJob, g_size: int, inputs: _Inputs, rows: list[SearchRow], s
 @register_command("pulse", "PULSE baseline: latent-space search for HR images that downscale to each LR")
 def main(argv: Sequence[str]) -> int:
     job = read_job(argv)  # the output folder exists before any model loads
-    G = load_generator(job)
-    inputs = read_inputs(job, G.size)  # before the Gaussian fit: no fit for a folder of unusable files
+    G, rule = load_generator(job)
+    inputs = read_inputs(job, rule)  # before the Gaussian fit: no fit for a folder of unusable files
     pulse = build_pulse(job, G)
     save_lrs(job, inputs)
     t0 = time.perf_counter()
     rows = run(job, pulse, inputs)
-    return report(job, G.size, inputs, rows, time.perf_counter() - t0)
+    return report(job, rule, inputs, rows, time.perf_counter() - t0)

@@ -1,22 +1,30 @@
-"""``python -m lit_propulse upsample``: trained Pro-PULSE on a folder of photos (issue 8).
+"""``python -m lit_propulse upsample``: trained Pro-PULSE on a folder of photos or LRs (issues 8, 17).
 
-For every image of ``--input`` (png/jpg/jpeg/webp, not recursive):
+Every image of ``--input`` (png/jpg/jpeg/webp, not recursive) is taken by the LR convention
+(:class:`~lit_propulse.commands.common.LRRule`, docs/photos-editing.md "Which inputs are LRs"):
 
-* default: detect faces with MTCNN (:mod:`lit_propulse.faces`), keep the largest (``--faces largest``)
-  or every one (``--faces all``) with probability >= ``--min-prob``, align each FFHQ-style to the
-  generator's size, and make the LR with the project's ``DS`` (:func:`~lit_propulse.core.downscale.downscale`);
-* ``--as-lr``: no detection; the whole image (centre-cropped to a square) is the LR, brought to the
-  model's LR size with ``DS`` when larger (an aligned face crop or an LR);
+* a square input smaller than the generator's output is the LR as it is (it must be the encoder's
+  LR size; anything else stops the command with one line naming the file and the sizes);
+* ``--lr-size N`` (N = the encoder's LR size): every input is an HR (an aligned face crop, e.g. a
+  ground truth to test against), centre-cropped and made the LR with the project's ``DS``
+  (:func:`~lit_propulse.core.downscale.downscale`);
+* any other input (larger, or not square; every input with ``--photos``) is a photo: faces are
+  detected with MTCNN (:mod:`lit_propulse.faces`), the largest kept (``--faces largest``) or every
+  one (``--faces all``) with probability >= ``--min-prob``, each aligned FFHQ-style to the
+  generator's size and made the LR with ``DS``;
 
 then the upsampler (:class:`~lit_propulse.inference.ProPulseUpsampler`) runs in batches of
 ``--batch-size``. Written into ``--output``:
 
 * ``<name>/hr.png`` — the final image; ``<name>/side_<r>.png`` — every side output;
 * ``<name>/lr.png`` — the LR the model saw; ``<name>/aligned.png`` — the aligned crop the LR was made
-  from (``--as-lr``: ``<name>/input.png``, the square input, when it was larger than the LR);
+  from (``--lr-size``: ``<name>/input.png``, the square input, when it was larger than the LR);
 * ``<name>/panel.png`` — LR | side outputs | HR | aligned crop, side by side at the output size;
-* ``report.json`` — settings, a summary and, per input file, the faces found and used (box,
-  probability, landmarks, crop facts), the files written, or why it was skipped.
+* ``--paste-back``: ``<stem>_restored.png`` — the whole photo with every restored face warped back
+  through a feathered mask (:func:`lit_propulse.faces.paste_faces`), enlarged by the HR crop's size
+  over the largest face's size in the photo, capped by ``--paste-max-scale``;
+* ``report.json`` — settings, a summary and, per input file, what it was taken as, the faces found
+  and used (box, probability, landmarks, crop facts), the files written, or why it was skipped.
 
 ``<name>`` is the file's stem; with ``--faces all`` every face gets ``<stem>_face<k>`` (k = 0 for the
 largest). Unreadable files, images without a (usable) face and too-small faces are reported and
@@ -29,6 +37,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,18 +48,23 @@ from lit_propulse.cli import register_command
 from lit_propulse.commands.common import (
     InputPreparer,
     Item,
+    LRRule,
     PhotoJob,
     Record,
     add_input_arguments,
     add_model_arguments,
     batched,
+    check_lr_sizes,
     input_counts,
     load_upsampler,
+    lr_rule,
     prepare_all,
     read_photo_job,
 )
+from lit_propulse.core.errors import UserFacingError
 
 if TYPE_CHECKING:
+    from lit_propulse.faces import BackgroundUpsampler
     from lit_propulse.inference import ProPulseUpsampler
 
 
@@ -71,33 +85,101 @@ def write_outputs(out_dir: Path, item: Item, image: Tensor, side: dict[int, Tens
     return [f"{item.name}/{f}" for f in files]
 
 
-def _panel_columns(up: ProPulseUpsampler, as_lr: bool) -> str:
-    return " | ".join(["LR"] + [f"side {r}" for r in up.gds.resolutions] + ["HR"] + ["input (when larger than the LR)" if as_lr else "aligned"])
+def _panel_columns(up: ProPulseUpsampler) -> str:
+    return " | ".join(["LR"] + [f"side {r}" for r in up.gds.resolutions] + ["HR", "aligned crop (photos) or HR input (--lr-size, when larger than the LR)"])
+
+
+@dataclass
+class PasteBack:
+    """How ``--paste-back`` puts the restored faces back into their photo (:func:`lit_propulse.faces.paste_faces`).
+
+    Args:
+        max_scale: the largest enlargement of the photo (:func:`lit_propulse.faces.paste_scale`); 1 = keep its size.
+        colour: "match" = each face's colour statistics matched to the photo's face at the LR size;
+            "none" = the generator's output as it is.
+        background_upsampler: what enlarges the photo (Python API only, e.g. a Real-ESRGAN wrapper);
+            None = bicubic (:func:`lit_propulse.faces.resize_background`).
+    """
+
+    max_scale: float = 4.0
+    colour: str = "match"
+    background_upsampler: BackgroundUpsampler | None = None
+
+    def settings(self) -> dict:
+        return {"max_scale": self.max_scale, "colour": self.colour, "mask": "feathered square (faces.feather_mask defaults)",
+                "background": "bicubic" if self.background_upsampler is None else getattr(self.background_upsampler, "__name__", "custom"),
+                "scale_rule": "HR crop side / largest face's crop side in the photo, capped by max_scale and a 4096 px long side, >= 1"}
+
+
+def paste_back(out_dir: Path, rec: Record, faces: list[tuple[Item, Tensor]], up: ProPulseUpsampler, paste: PasteBack) -> dict:
+    """Write ``<stem>_restored.png``: the photo of ``rec`` with its restored ``faces`` ((item, HR [3, S, S])
+    pairs, largest first) pasted back; returns its entry for the report."""
+    from lit_propulse.core.images import save_image
+    from lit_propulse.faces import paste_faces, paste_scale
+
+    photo = faces[0][0].photo
+    quads = [it.quad for it, _ in faces]
+    scale = paste_scale(tuple(photo.shape[-2:]), quads, up.size, paste.max_scale)
+    res = paste_faces(photo, [hr.clamp(-1, 1) for _, hr in faces], quads, scale, references=[it.source for it, _ in faces],
+                      colour=paste.colour, colour_size=up.lr_size, background_upsampler=paste.background_upsampler)
+    name = f"{Path(rec.file).stem}_restored.png"
+    save_image(res.image.clamp(-1, 1).float().cpu(), out_dir / name)
+    h, w = res.image.shape[-2:]
+    return {"file": name, "size": [w, h], "scale": round(scale, 4), "faces": len(faces),
+            "pasted_fraction": round(float(res.mask.mean()), 4)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lit_propulse upsample",
-        description="Pro-PULSE on photos: detect and align faces (MTCNN, FFHQ alignment), make each LR with DS, "
-                    "upsample, and write HR, side outputs, LR, aligned crop and report.json.",
+        description="Pro-PULSE on photos and LRs: inputs smaller than the generator's output are the LR as they are; "
+                    "photos have their faces detected and aligned (MTCNN, FFHQ alignment) and made LR with DS; "
+                    "writes HR, side outputs, LR, aligned crop, optionally the photo with its faces pasted back, and report.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_arguments(p)
     add_input_arguments(p)
+    g = p.add_argument_group("paste back (photos)")
+    g.add_argument("--paste-back", action="store_true",
+                   help="also write <stem>_restored.png: each photo with every restored face put back (feathered mask)")
+    g.add_argument("--paste-max-scale", type=float, default=4.0,
+                   help="the photo is enlarged by the HR crop's size over the largest face's size in it, at most this much "
+                        "(1 = keep the photo's size)")
+    g.add_argument("--paste-colour", default="match", choices=["match", "none"],
+                   help="match each restored face's colour statistics to the photo's face (at the LR size), or keep the generator's")
     return p
 
 
-def run(job: PhotoJob, up: ProPulseUpsampler) -> tuple[list[Record], int]:
-    """Prepare every input and upsample the LRs in batches, writing each result as it comes;
-    returns the records of every input and the number of results."""
+def check_paste_arguments(args: argparse.Namespace) -> PasteBack | None:
+    """The :class:`PasteBack` of ``--paste-back`` (None without it); its flags checked."""
+    if not args.paste_back:
+        return None
+    if args.paste_max_scale < 1:
+        raise UserFacingError(f"--paste-max-scale must be >= 1 (1 = keep the photo's size), got {args.paste_max_scale}")
+    if args.lr_size is not None or args.as_lr:
+        raise UserFacingError(f"--paste-back puts faces back into photos, but {'--lr-size' if args.lr_size is not None else '--as-lr'} "
+                              f"takes every input as an HR face crop; drop one of them")
+    return PasteBack(args.paste_max_scale, args.paste_colour)
+
+
+def run(job: PhotoJob, up: ProPulseUpsampler, rule: LRRule, paste: PasteBack | None = None) -> tuple[list[Record], int]:
+    """Prepare every input by ``rule`` and upsample the LRs in batches, writing each result as it comes
+    (and each photo with its faces pasted back once all of them are done, with ``paste``); returns the
+    records of every input and the number of results."""
     args = job.args
-    prep = InputPreparer(up.lr_size, up.size, args.as_lr, args.faces, args.min_prob, args.min_face_size, job.device)
+    check_lr_sizes(job.files, rule)  # an LR of the wrong size stops the command before any work
+    prep = InputPreparer(rule, args.faces, args.min_prob, args.min_face_size, job.device, keep_photo=paste is not None)
     records: list[Record] = []
 
     def describe(rec: Record, items: list[Item]) -> str:
-        return "as LR" if args.as_lr else f"{rec.faces_used} face(s) of {rec.faces_found} found"
+        if rec.taken_as == "lr":
+            return "the LR as it is"
+        if rec.taken_as == "hr":
+            return "an HR, made LR with DS"
+        return f"{rec.faces_used} face(s) of {rec.faces_found} found"
 
     done = 0
+    pending: dict[int, list[tuple[Item, Tensor]]] = {}  # id(record) -> the faces of its photo upsampled so far
     with torch.no_grad():
         for batch in batched(prepare_all(job.files, prep, records, describe), args.batch_size):
             lr = torch.stack([it.lr for _, it in batch]).to(job.device)  # [B, 3, l, l]
@@ -105,38 +187,52 @@ def run(job: PhotoJob, up: ProPulseUpsampler) -> tuple[list[Record], int]:
             for j, (rec, it) in enumerate(batch):
                 written = write_outputs(job.out_dir, it, out.image[j], {r: s[j] for r, s in out.side_images.items()}, up.size)
                 rec.outputs.append({"name": it.name, "files": written, **({"face": it.face} if it.face else {})})
+                if paste is not None and it.photo is not None:
+                    got = pending.setdefault(id(rec), [])
+                    got.append((it, out.image[j]))
+                    if len(got) == rec.faces_used:
+                        rec.restored = paste_back(job.out_dir, rec, pending.pop(id(rec)), up, paste)
             done += len(batch)
-            print(f"upsampled {done} face(s) so far (batch of {len(batch)})")
+            print(f"upsampled {done} image(s) so far (batch of {len(batch)})")
     return records, done
 
 
-def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], records: list[Record], done: int, seconds: float) -> int:
+def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], rule: LRRule, paste: PasteBack | None,
+           records: list[Record], done: int, seconds: float) -> int:
     """Write report.json, print the summary line; the exit code (1 when nothing was upsampled)."""
     args = job.args
-    summary = {**input_counts(records, "upsampled_inputs"), "results": done, "time_s": round(seconds, 3)}
+    summary = {**input_counts(records, "upsampled_inputs"), "results": done, "time_s": round(seconds, 3),
+               "taken_as": {k: sum(r.taken_as == k for r in records) for k in ("lr", "hr", "photo")}}
+    if paste is not None:
+        summary["restored_photos"] = sum(r.restored is not None for r in records)
     settings = {
         **model_files, "guidance": args.guidance,
         "size": up.size, "lr_size": up.lr_size, "side_resolutions": list(up.gds.resolutions),
-        "as_lr": args.as_lr, "faces": None if args.as_lr else args.faces,
-        "min_prob": None if args.as_lr else args.min_prob, "alignment": None if args.as_lr else "ffhq (MTCNN eye centres and mouth corners)",
-        "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up, args.as_lr),
+        "inputs": rule.describe(), "lr_size_option": rule.lr_size, "photos": rule.all_photos,
+        "faces": args.faces, "min_prob": args.min_prob, "alignment": "ffhq (MTCNN eye centres and mouth corners)",
+        "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up),
+        "paste_back": paste.settings() if paste is not None else None,
     }
     path = job.out_dir / "report.json"
     path.write_text(json.dumps({"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]}, indent=2))
     skipped = summary["skipped_inputs"]
     kinds = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_kind"].items())
     print(f"upsample: {done} result(s) from {summary['upsampled_inputs']}/{len(records)} input(s)"
-          + (f"; {skipped} skipped ({kinds})" if skipped else "") + f"; report {path}")
+          + (f"; {skipped} skipped ({kinds})" if skipped else "")
+          + (f"; {summary['restored_photos']} photo(s) with faces pasted back" if paste is not None else "") + f"; report {path}")
     if not done:
         print("error: nothing was upsampled (every input was skipped, reasons above and in report.json)", file=sys.stderr)
         return 1
     return 0
 
 
-@register_command("upsample", "Pro-PULSE on photos: detect, align, DS to LR, upsample; HR + side outputs + report.json")
+@register_command("upsample", "Pro-PULSE on photos and LRs: the LR as it is, or detect, align, DS; HR + side outputs (+ pasted back) + report.json")
 def main(argv: Sequence[str]) -> int:
-    job = read_photo_job(build_parser().parse_args(list(argv)))  # the output folder exists before any model loads
-    up, model_files = load_upsampler(job.model_files, job.args.guidance, job.device)
+    args = build_parser().parse_args(list(argv))
+    paste = check_paste_arguments(args)
+    job = read_photo_job(args)  # the output folder exists before any model loads
+    up, model_files = load_upsampler(job.model_files, args.guidance, job.device)
+    rule = lr_rule(args, up.size, up.lr_size, detects=True)
     t0 = time.perf_counter()
-    records, done = run(job, up)
-    return report(job, up, model_files, records, done, time.perf_counter() - t0)
+    records, done = run(job, up, rule, paste)
+    return report(job, up, model_files, rule, paste, records, done, time.perf_counter() - t0)

@@ -1,0 +1,108 @@
+"""The toy StyleGAN2's quality against training length: toy-FID (FID on the shipped toy attribute
+classifier's features, 1,000 samples vs 1,000 real toy test faces by default) and each attribute's
+frequency in samples (by the same classifier, threshold 0.5) against its frequency in the data, for
+every snapshot ``stylegan2-kimg_XXXXX.pt`` a training run kept (``GeneratorSnapshot(keep_exports=True)``).
+
+    python benchmarks/toy_generator_curve.py RUN_DIR [more snapshots.pt ...] [--num 1000] [--out docs/images]
+
+Writes ``toy_generator_curve.png`` (toy-FID vs kimg) and ``toy_generator_curve.md`` (the table, with
+the largest attribute-frequency gaps) into ``--out`` and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import time
+
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from datamodules.toy_faces import TOY_ATTRIBUTES, ToyFacesDataset
+from lit_propulse.metrics.quality import FIDFeatures
+from lit_propulse.networks.attribute_classifier import load_attribute_classifier
+from lit_propulse.networks.stylegan2 import Generator
+
+
+def kimg_of(path: str) -> float:
+    m = re.search(r"kimg_0*([0-9.]+)\.pt$", path)
+    if m:
+        return float(m.group(1))
+    return float(torch.load(path, map_location="cpu", weights_only=True).get("kimg", float("nan")))
+
+
+@torch.no_grad()
+def samples(G: Generator, num: int, seed: int = 0, batch: int = 250) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, num, batch):
+        z = torch.randn(min(batch, num - i), G.z_dim, generator=gen)
+        out.append(G(z, truncation=1.0).image.clamp(-1, 1))
+    return torch.cat(out)
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor, classifier) -> float:
+    metric = FrechetInceptionDistance(feature=FIDFeatures(classifier, "toy attribute-classifier features"))
+    for chunk in real.split(250):
+        metric.update(chunk, real=True)
+    for chunk in fake.split(250):
+        metric.update(chunk, real=False)
+    return float(metric.compute())
+
+
+@torch.no_grad()
+def frequencies(images: torch.Tensor, classifier) -> torch.Tensor:
+    return torch.cat([classifier.scores(c) for c in images.split(250)]).gt(0.5).float().mean(0)  # [A]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("inputs", nargs="+", help="run directories (their stylegan2-kimg_*.pt) and/or snapshot files")
+    ap.add_argument("--num", type=int, default=1000)
+    ap.add_argument("--classifier", default="lit_propulse/data/toy_attributes_64.pt")
+    ap.add_argument("--out", default=None, help="folder for the plot and the table (none = print only)")
+    args = ap.parse_args()
+    t0 = time.time()
+    paths = []
+    for p in args.inputs:
+        paths += sorted(glob.glob(os.path.join(p, "stylegan2-kimg_*.pt"))) if os.path.isdir(p) else [p]
+    paths = sorted(set(paths), key=kimg_of)
+    classifier = load_attribute_classifier(args.classifier).eval()
+    test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.num)
+    real = torch.stack([test[i]["hr"] for i in range(len(test))])
+    data_freq = torch.stack([test[i]["attrs"] for i in range(len(test))]).mean(0)
+    rows = []
+    for path in paths:
+        G = Generator.from_checkpoint(path).eval()
+        fake = samples(G, args.num)
+        gap = (frequencies(fake, classifier) - data_freq) * 100  # percentage points
+        worst = gap.abs().argsort(descending=True)[:3].tolist()
+        rows.append((kimg_of(path), fid(real, fake, classifier), float(gap.abs().max()), ", ".join(f"{TOY_ATTRIBUTES[i]} {gap[i]:+.1f}" for i in worst)))
+        print(f"{rows[-1][0]:8.1f} kimg  toy-FID {rows[-1][1]:8.2f}  max |freq gap| {rows[-1][2]:5.1f} pt  ({rows[-1][3]})", flush=True)
+    table = ["| kimg | toy-FID ↓ | max attribute-frequency gap (points) | largest gaps (sample − data) |", "|---|---|---|---|"]
+    table += [f"| {k:.0f} | {f:.1f} | {g:.1f} | {w} |" for k, f, g, w in rows]
+    print("\n".join(table))
+    print(f"({args.num} samples and {args.num} real test faces per row; {time.time() - t0:.0f} s)")
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        os.makedirs(args.out, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+        ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-")
+        ax.axhline(20, ls="--", c="gray", lw=1, label="target 20")
+        ax.set_xlabel("kimg (thousands of real images shown)")
+        ax.set_ylabel("toy-FID")
+        ax.set_title("toy StyleGAN2: toy-FID against training length")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "toy_generator_curve.png"))
+        with open(os.path.join(args.out, "toy_generator_curve.md"), "w") as f:
+            f.write("\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()
