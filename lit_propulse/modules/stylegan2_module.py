@@ -173,7 +173,7 @@ class StyleGAN2Module(pl.LightningModule):
         if self.hparams.pl_weight > 0 and step % self.hparams.pl_every == 0:
             with torch.autocast(device_type=self.device.type, enabled=False):
                 pb = max(1, b // self.hparams.pl_batch_shrink)
-                ws = self.sample_ws(pb).detach().requires_grad_(True)
+                ws = self.sample_ws(pb)  # not detached: the path-length gradient reaches the mapping network too (StyleGAN2, ADA)
                 img = self._synth(ws)
                 penalty, length = self.path_length(img.float(), ws)
             opt_g.zero_grad(set_to_none=True)
