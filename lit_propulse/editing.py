@@ -59,6 +59,8 @@ def load_direction(path: str | os.PathLike) -> Tensor:
     d = torch.as_tensor(np.asarray(arr) if isinstance(arr, np.ndarray) else arr).float()
     if not bool(torch.isfinite(d).all()):
         raise ValueError(f"{p}: the direction holds non-finite values")
+    if not bool(torch.isfinite(d.norm())):
+        raise ValueError(f"{p}: the direction's norm overflows float32 (values up to {float(d.abs().max()):.3g}); scale it down")
     return d
 
 

@@ -87,9 +87,27 @@ class Data(pl.LightningDataModule):
     val_dataloader = test_dataloader = train_dataloader
 
 
-def cli(sub: str, root: Path, *extra: str, model: str = "Counting") -> int:
+class _Gds(torch.nn.Module):
+    size, lr_size = 64, 8
+
+
+class SizedStage(Counting):
+    """A stage whose G_ds outputs 64x64 from 8x8 LR (as the toy Pro-PULSE stages)."""
+
+    def __init__(self, width: int = 2, lr: float = 0.1) -> None:
+        super().__init__(width, lr)
+        self.gds = _Gds()
+
+
+class SizedData(Data):
+    def __init__(self, hr_size: int = 64, lr_size: int = 8) -> None:
+        super().__init__()
+        self.hr_size, self.lr_size = hr_size, lr_size
+
+
+def cli(sub: str, root: Path, *extra: str, model: str = "Counting", data: str = "Data") -> int:
     return main([
-        sub, "--model", f"{HERE}.{model}", "--data", f"{HERE}.Data",
+        sub, "--model", f"{HERE}.{model}", "--data", f"{HERE}.{data}",
         "--trainer.default_root_dir", str(root), "--trainer.logger", "lit_propulse.loggers.CSVLogger",
         "--trainer.logger.init_args.save_dir", str(root), "--trainer.logger.init_args.name", "",
         "--trainer.logger.init_args.version", "", "--trainer.enable_progress_bar", "false",
@@ -241,3 +259,56 @@ def test_json_reports_never_hold_nan_or_infinity(tmp_path):
     text = (tmp_path / "r.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))["non_finite"] == ["direction_norm", "l_ds[1]"]
+
+
+def test_edit_refuses_a_direction_whose_norm_overflows(tmp_path):
+    import numpy as np
+
+    from lit_propulse.editing import load_direction
+
+    np.save(tmp_path / "huge.npy", np.full(16, 3e38, np.float32))
+    with pytest.raises(ValueError, match="norm overflows"):
+        load_direction(str(tmp_path / "huge.npy"))
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    import lit_propulse.cli as cli_module
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_module.COMMANDS, "boom", ("test", interrupted))
+    assert main(["boom"]) == 130
+    assert "interrupted" in one_error_line(capsys)
+
+
+def test_an_interrupted_pulse_leaves_an_index_of_what_it_finished(tmp_path, monkeypatch, capsys):
+    import lit_propulse.commands.pulse as pulse_command
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
+    inp = tmp_path / "lr"
+    for i in range(3):
+        _png(inp / f"face{i}.png", 40 * i)
+    real, calls = pulse_command._search_batch, []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pulse_command, "_search_batch", interrupt_second)
+    code = main(["pulse", "--generator", str(fixture), "--input", str(inp), "--output", str(tmp_path / "out"), "--steps", "2",
+                 "--batch-size", "1", "--fit-samples", "1000", "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2
+    assert "interrupted after 1 of 3 searches" in one_error_line(capsys)
+    with open(tmp_path / "out" / "results.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["face0"]
+
+
+def test_data_that_do_not_fit_the_model_stop_before_the_first_step(tmp_path, capsys):
+    assert cli("fit", tmp_path, "--trainer.max_steps", "2", "--data.init_args.lr_size", "16", model="SizedStage", data="SizedData") == 2
+    line = one_error_line(capsys)
+    assert "lr_size=16 but the networks take 8x8" in line and "data.init_args.lr_size=8" in line
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.csv").exists()
+    assert cli("fit", tmp_path / "ok", "--trainer.max_steps", "1", model="SizedStage", data="SizedData") == 0

@@ -17,7 +17,6 @@ resolution. Written into ``--output``:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from lit_propulse.commands.common import (
     prepare_all,
     read_photo_job,
 )
+from lit_propulse.core.reports import write_json
 from lit_propulse.core.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | No
         "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]), "grid_columns": spec.strengths,
     }
     path = job.out_dir / "report.json"
-    path.write_text(json.dumps({"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]}, indent=2))
+    write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
     skipped = summary["skipped_inputs"]
     print(f"edit: {done} image(s) edited from {summary['edited_inputs']}/{len(records)} input(s)"
           + (f"; {skipped} skipped" if skipped else "")

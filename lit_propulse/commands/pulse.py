@@ -20,7 +20,6 @@ and prints one summary line with the success rate. Unreadable files are reported
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import zlib
@@ -35,6 +34,7 @@ from torch import Tensor
 from lit_propulse.cli import register_command
 from lit_propulse.commands import common
 from lit_propulse.core.errors import UserFacingError
+from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:  # imported where used: ``--help`` and the other commands do not pay for them
     from datamodules.degradations import Degradation
@@ -318,7 +318,12 @@ def _search_batch(job: PulseJob, pulse: PULSE, batch: list[_Item]) -> tuple[list
 
 
 def run(job: PulseJob, pulse: PULSE, inputs: _Inputs) -> list[SearchRow]:
-    """Every search, batched by LR size (``--batch-size`` at a time); one progress line per batch."""
+    """Every search, batched by LR size (``--batch-size`` at a time); one progress line per batch.
+
+    ``results.csv`` is rewritten after every batch, so an interrupted run (Ctrl-C, a kill) leaves the
+    index of every search it finished; Ctrl-C ends with one line saying how far it got."""
+    from lit_propulse.pulse import results
+
     by_size: dict[int, list[_Item]] = {}
     for it in inputs.items:
         by_size.setdefault(it.lr.shape[-1], []).append(it)
@@ -326,8 +331,15 @@ def run(job: PulseJob, pulse: PULSE, inputs: _Inputs) -> list[SearchRow]:
     size_b = job.args.batch_size
     for size, group in sorted(by_size.items()):
         for i in range(0, len(group), size_b):
-            batch_rows, res = _search_batch(job, pulse, group[i : i + size_b])
+            try:
+                batch_rows, res = _search_batch(job, pulse, group[i : i + size_b])
+            except KeyboardInterrupt:
+                raise UserFacingError(
+                    f"interrupted after {len(rows)} of {len(inputs.items)} searches; the finished ones are listed in "
+                    f"{job.out_dir / 'results.csv'} (their images beside it)"
+                ) from None
             rows += batch_rows
+            results.write_results_csv(job.out_dir / "results.csv", rows)
             print(f"[{len(rows)}/{len(inputs.items)}] {size}px batch of {len(batch_rows)}: {int(res.success.sum())}/{len(batch_rows)} "
                   f"within eps={job.args.eps:g} (loss {float(res.loss.min()):.2e}..{float(res.loss.max()):.2e}, {res.time_s:.1f} s)")
     return rows
@@ -363,7 +375,7 @@ def report(job: PulseJob, rule: common.LRRule, inputs: _Inputs, rows: list[Searc
     summary = {**results.summarize(rows, inputs.lr_gap), "skipped": inputs.skipped, "time_s": seconds, "settings": settings}
     if job.groups is not None:
         summary["groups"] = _write_groups(job, rows)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)
     extra = f"; {len(inputs.skipped)} file(s) skipped" if inputs.skipped else ""
     clean = ""
     if job.degradations:

@@ -61,6 +61,8 @@ from lit_propulse.commands.common import (
     prepare_all,
     read_photo_job,
 )
+from lit_propulse.commands.refine_args import add_refine_arguments, refine_settings, refined_upsampler
+from lit_propulse.core.reports import write_json
 from lit_propulse.core.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_arguments(p)
     add_input_arguments(p)
+    add_refine_arguments(p)
     g = p.add_argument_group("paste back (photos)")
     g.add_argument("--paste-back", action="store_true",
                    help="also write <stem>_restored.png: each photo with every restored face put back (feathered mask)")
@@ -212,9 +215,10 @@ def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | No
         "faces": args.faces, "min_prob": args.min_prob, "alignment": "ffhq (MTCNN eye centres and mouth corners)",
         "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up),
         "paste_back": paste.settings() if paste is not None else None,
+        "refine": refine_settings(up),
     }
     path = job.out_dir / "report.json"
-    path.write_text(json.dumps({"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]}, indent=2))
+    write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
     skipped = summary["skipped_inputs"]
     kinds = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_kind"].items())
     print(f"upsample: {done} result(s) from {summary['upsampled_inputs']}/{len(records)} input(s)"
@@ -232,6 +236,7 @@ def main(argv: Sequence[str]) -> int:
     paste = check_paste_arguments(args)
     job = read_photo_job(args)  # the output folder exists before any model loads
     up, model_files = load_upsampler(job.model_files, args.guidance, job.device)
+    up = refined_upsampler(up, args)
     rule = lr_rule(args, up.size, up.lr_size, detects=True)
     t0 = time.perf_counter()
     records, done = run(job, up, rule, paste)
