@@ -3,7 +3,7 @@ and the project's toy faces), the ``upsample`` command end to end (good / no-fac
 several faces, ``--lr-size``, bad arguments), semantic editing (direction shapes, linearity,
 strength 0 = the plain render, the ``edit`` command's grid), and the LR convention shared by
 ``pulse``, ``upsample`` and ``edit`` (inputs smaller than the generator's output are the LR as they
-are). Tiny stage exports are built here (tests/test_paste_back.py uses them too)."""
+are). Tiny stage exports are built here (the stage_exports fixture of tests/conftest.py, shared with the other command tests)."""
 from __future__ import annotations
 
 import json
@@ -17,30 +17,16 @@ import torch
 from PIL import Image
 
 from datamodules.toy_faces import render_toy_face, sample_toy_factors
-from lit_propulse.cli import main
 from lit_propulse.core.downscale import downscale
 from lit_propulse.core.images import load_image, uint8_to_tensor
-from lit_propulse.core.weights import save_module
 from lit_propulse.editing import edit_grid, edit_ws, layer_direction, load_direction, render_edits
 from lit_propulse.faces import Face, FaceDetector, align_face, crop_quad, ffhq_quad, ffhq_template, select_faces, source_to_crop
 from lit_propulse.inference import ProPulseUpsampler
-from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.networks.gds import DeeplySupervisedGenerator
-from lit_propulse.networks.stylegan2 import Generator
+from tests.helpers import LR, PORT_G64, SIZE, W_DIM, by_file, report, run
 
-SIZE, LR, W_DIM = 64, 8, 32
-TINY_G = dict(size=SIZE, style_dim=W_DIM, n_mlp=1, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
-ENC = dict(channels=8, out_channels=W_DIM, reduction=4)
+pytestmark = pytest.mark.usefixtures("one_thread")
 #: toy faces MTCNN finds with probability > 0.99 at 256² (seed 0); measured, see test_mtcnn_on_toy_faces
 CLEAR_FACES = (7, 10)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def u8(img: np.ndarray) -> torch.Tensor:
@@ -257,23 +243,8 @@ def test_detection_and_alignment_follow_the_input_to_cuda(detector):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> Path:
-    """A run directory like the pipeline's: gds/gds.pt, ew/ew.pt, ewplus/ewplus.pt (random tiny nets)."""
-    root = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    G = Generator(**TINY_G)
-    gds = DeeplySupervisedGenerator(G, LR, head_hidden=(8, 8))
-    (root / "gds").mkdir()
-    gds.save(root / "gds" / "gds.pt")
-    save_module(EWEncoder(LR, W_DIM, G.num_ws, num_groups=1, rcabs_per_group=1, **ENC), root / "ew" / "ew.pt")
-    ewp = EWPlusEncoder(LR, W_DIM, G.num_ws, scales=[16, 32, 64], rcabs_per_branch=1, **ENC)
-    save_module(ewp, root / "ewplus" / "ewplus.pt", extra={"active_scale": 32})
-    return root
-
-
-@pytest.fixture(scope="module")
-def upsampler(exports) -> ProPulseUpsampler:
-    return ProPulseUpsampler.from_files(exports / "gds" / "gds.pt", exports / "ewplus" / "ewplus.pt", ew=exports / "ew" / "ew.pt")
+def upsampler(stage_exports) -> ProPulseUpsampler:
+    return ProPulseUpsampler.from_files(stage_exports / "gds" / "gds.pt", stage_exports / "ewplus" / "ewplus.pt", ew=stage_exports / "ew" / "ew.pt")
 
 
 @pytest.fixture(scope="module")
@@ -293,25 +264,13 @@ def photos(tmp_path_factory) -> Path:
     return d
 
 
-def run(*argv: str) -> int:
-    return main([str(a) for a in argv])
-
-
-def report(out: Path) -> dict:
-    return json.loads((out / "report.json").read_text())
-
-
-def by_file(rep: dict) -> dict[str, dict]:
-    return {Path(r["file"]).name: r for r in rep["inputs"]}
-
-
 # ----------------------------------------------------------------------------------------------
 # (c) the upsample command
 
 
-def test_upsample_photos_end_to_end(exports, photos, upsampler, tmp_path, capsys):
+def test_upsample_photos_end_to_end(stage_exports, photos, upsampler, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run("upsample", "--checkpoint", exports, "--input", photos, "--output", out, "--batch-size", 2) == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", photos, "--output", out, "--batch-size", 2) == 0
     printed = capsys.readouterr()
     assert "[4/4]" in printed.out + printed.err and "skipped" in printed.err
     rep = report(out)
@@ -347,7 +306,7 @@ def test_upsample_photos_end_to_end(exports, photos, upsampler, tmp_path, capsys
 
     # --faces all: both faces of two.jpg, largest first; --min-prob can reject everything
     out2 = tmp_path / "all"
-    assert run("upsample", "--checkpoint", exports, "--input", photos, "--output", out2, "--faces", "all", "--paste-back") == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", photos, "--output", out2, "--faces", "all", "--paste-back") == 0
     two = by_file(report(out2))["two.jpg"]
     assert two["faces_used"] == 2 and [o["name"] for o in two["outputs"]] == ["two_face0", "two_face1"]
     # --paste-back: both faces put back into the whole photo (its size: both faces span more than 64 px)
@@ -370,14 +329,14 @@ def write_lr_folder(d: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("flag", ["--lr-size", "--as-lr"])
-def test_upsample_lr_size_makes_every_input_an_hr(exports, upsampler, tmp_path, capsys, flag):
+def test_upsample_lr_size_makes_every_input_an_hr(stage_exports, upsampler, tmp_path, capsys, flag):
     """``--lr-size 8`` (and the deprecated ``--as-lr``, its alias for upsample): no detection; each
     input centre-cropped and made the LR with DS, an input already at the LR size used as it is."""
     lr8 = write_lr_folder(tmp_path / "lrs")
     out = tmp_path / "out"
     argv = ["--lr-size", str(LR)] if flag == "--lr-size" else ["--as-lr"]
-    assert run("upsample", "--gds", exports / "gds" / "gds.pt", "--encoder", exports / "ewplus" / "ewplus.pt",
-               "--ew", exports / "ew" / "ew.pt", "--input", tmp_path / "lrs", "--output", out, *argv) == 0
+    assert run("upsample", "--gds", stage_exports / "gds" / "gds.pt", "--encoder", stage_exports / "ewplus" / "ewplus.pt",
+               "--ew", stage_exports / "ew" / "ew.pt", "--input", tmp_path / "lrs", "--output", out, *argv) == 0
     assert ("deprecated" in capsys.readouterr().err) == (flag == "--as-lr")
     rep = report(out)
     assert rep["settings"]["lr_size_option"] == LR and rep["summary"]["taken_as"] == {"lr": 0, "hr": 3, "photo": 0}
@@ -394,8 +353,8 @@ def test_upsample_lr_size_makes_every_input_an_hr(exports, upsampler, tmp_path, 
     assert np.abs(read_u8(out / "lr8" / "hr.png") - ((hr.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).max() <= 1
 
 
-def test_upsample_ew_only_and_argument_errors(exports, photos, tmp_path, capsys):
-    gds, ew, ewp = exports / "gds" / "gds.pt", exports / "ew" / "ew.pt", exports / "ewplus" / "ewplus.pt"
+def test_upsample_ew_only_and_argument_errors(stage_exports, photos, tmp_path, capsys):
+    gds, ew, ewp = stage_exports / "gds" / "gds.pt", stage_exports / "ew" / "ew.pt", stage_exports / "ewplus" / "ewplus.pt"
     assert run("upsample", "--gds", gds, "--encoder", ew, "--input", photos, "--output", tmp_path / "ew") == 0
     assert report(tmp_path / "ew")["settings"]["ew"] is None
     capsys.readouterr()
@@ -404,9 +363,9 @@ def test_upsample_ew_only_and_argument_errors(exports, photos, tmp_path, capsys)
         (["--checkpoint", tmp_path], "missing --gds"),
         (["--gds", gds, "--encoder", ewp], "give --ew"),  # E_W+ without E_W, guidance ew
         (["--gds", tmp_path / "gone.pt", "--encoder", ew], "gone.pt"),
-        (["--checkpoint", exports, "--input", tmp_path / "nothing"], "does not exist"),
-        (["--checkpoint", exports, "--input", exports / "gds"], "holds no images"),
-        (["--checkpoint", exports, "--batch-size", "0"], "--batch-size"),
+        (["--checkpoint", stage_exports, "--input", tmp_path / "nothing"], "does not exist"),
+        (["--checkpoint", stage_exports, "--input", stage_exports / "gds"], "holds no images"),
+        (["--checkpoint", stage_exports, "--batch-size", "0"], "--batch-size"),
         (["--gds", tmp_path / "gone.pt", "--encoder", ew, "--output", photos / "face.png"], "is not a folder"),  # before loading
     ]
     for extra, message in cases:
@@ -418,11 +377,11 @@ def test_upsample_ew_only_and_argument_errors(exports, photos, tmp_path, capsys)
     assert run("upsample", "--gds", gds, "--encoder", ewp, "--guidance", "latent_avg", "--input", photos, "--output", tmp_path / "avg") == 0
 
 
-def test_upsample_everything_skipped_exits_1_with_a_report(exports, tmp_path, capsys):
+def test_upsample_everything_skipped_exits_1_with_a_report(stage_exports, tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
     Image.fromarray((np.random.default_rng(1).random((96, 96, 3)) * 255).astype(np.uint8)).save(d / "noise.png")
-    assert run("upsample", "--checkpoint", exports, "--input", d, "--output", tmp_path / "out") == 1
+    assert run("upsample", "--checkpoint", stage_exports, "--input", d, "--output", tmp_path / "out") == 1
     assert "nothing was upsampled" in capsys.readouterr().err
     assert report(tmp_path / "out")["summary"]["skipped_by_kind"] == {"no_face": 1}
 
@@ -490,10 +449,10 @@ def test_render_edits_strength_zero_is_the_plain_render(upsampler):
     assert torch.equal(grid[:, 2 * 66 + 2 : 2 * 66 + 66, 66 + 2 : 66 + 66], plain.image[1].clamp(-1, 1))
 
 
-def test_edit_command_writes_grids_and_renders(exports, photos, tmp_path, capsys):
+def test_edit_command_writes_grids_and_renders(stage_exports, photos, tmp_path, capsys):
     np.save(tmp_path / "dir.npy", np.random.default_rng(0).standard_normal((1, W_DIM)).astype(np.float32))
     out = tmp_path / "edit"
-    assert run("edit", "--checkpoint", exports, "--input", photos, "--output", out, "--direction", tmp_path / "dir.npy",
+    assert run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", out, "--direction", tmp_path / "dir.npy",
                "--strengths", "-3,-1.5,0,1.5,3", "--layers", "0-3") == 0
     rep = report(out)
     assert rep["settings"]["grid_rows"] == [16, 32, 64] and rep["settings"]["grid_columns"] == [-3, -1.5, 0, 1.5, 3]
@@ -503,16 +462,16 @@ def test_edit_command_writes_grids_and_renders(exports, photos, tmp_path, capsys
     files = by_file(rep)["face.png"]["outputs"][0]["files"]
     assert {f"face/strength_{s}/{f}" for s in ("-3", "-1.5", "+0", "+1.5", "+3") for f in ("hr.png", "side_16.png", "side_32.png")} <= set(files)
     # strength 0 renders exactly what upsample writes for the same photo
-    assert run("upsample", "--checkpoint", exports, "--input", photos, "--output", tmp_path / "up") == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", photos, "--output", tmp_path / "up") == 0
     assert np.array_equal(read_u8(out / "face" / "strength_+0" / "hr.png"), read_u8(tmp_path / "up" / "face" / "hr.png"))
     assert not np.array_equal(read_u8(out / "face" / "strength_+3" / "hr.png"), read_u8(tmp_path / "up" / "face" / "hr.png"))
     # a direction of the wrong width is refused before any work
     capsys.readouterr()
     np.save(tmp_path / "bad.npy", np.zeros(W_DIM + 1, np.float32))
-    assert run("edit", "--checkpoint", exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "bad.npy") == 2
+    assert run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "bad.npy") == 2
     err = capsys.readouterr().err
     assert f"expected [{W_DIM}]" in err and not (tmp_path / "bad" / "report.json").exists()
-    assert run("edit", "--checkpoint", exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "dir.npy",
+    assert run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "dir.npy",
                "--layers", "0-99") == 2
     assert "rows must be in [0, 10)" in capsys.readouterr().err
 
@@ -555,7 +514,7 @@ def write_lrs(d: Path, n: int = 2, side: int = LR) -> list[np.ndarray]:
     return lrs
 
 
-def test_upsample_and_edit_take_a_folder_of_lrs_as_they_are(exports, upsampler, photos, tmp_path, capsys, monkeypatch):
+def test_upsample_and_edit_take_a_folder_of_lrs_as_they_are(stage_exports, upsampler, photos, tmp_path, capsys, monkeypatch):
     lrs = write_lrs(tmp_path / "lrs")
 
     def no_detector(*a, **k):
@@ -563,7 +522,7 @@ def test_upsample_and_edit_take_a_folder_of_lrs_as_they_are(exports, upsampler, 
 
     monkeypatch.setattr("lit_propulse.faces.FaceDetector", no_detector)
     out = tmp_path / "up"
-    assert run("upsample", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", out) == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", tmp_path / "lrs", "--output", out) == 0
     rep = report(out)
     assert rep["summary"]["taken_as"] == {"lr": 2, "hr": 0, "photo": 0} and rep["summary"]["results"] == 2
     for i, lr in enumerate(lrs):
@@ -573,37 +532,37 @@ def test_upsample_and_edit_take_a_folder_of_lrs_as_they_are(exports, upsampler, 
         hr = upsampler(u8(lr)[None]).image[0]
         assert np.abs(read_u8(out / f"lr{i}" / "hr.png") - ((hr.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).max() <= 1
     np.save(tmp_path / "dir.npy", np.ones(W_DIM, np.float32))
-    assert run("edit", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", tmp_path / "edit",
+    assert run("edit", "--checkpoint", stage_exports, "--input", tmp_path / "lrs", "--output", tmp_path / "edit",
                "--direction", tmp_path / "dir.npy", "--strengths", "0,1") == 0
     assert np.array_equal(read_u8(tmp_path / "edit" / "lr0" / "strength_+0" / "hr.png"), read_u8(out / "lr0" / "hr.png"))
     monkeypatch.undo()
     # a folder mixing LRs and photos: each taken by its size
     for f in ("face.png", "noise.png"):
         (tmp_path / "lrs" / f).write_bytes((photos / f).read_bytes())
-    assert run("upsample", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", tmp_path / "mixed") == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", tmp_path / "lrs", "--output", tmp_path / "mixed") == 0
     rep = report(tmp_path / "mixed")
     assert rep["summary"]["taken_as"] == {"lr": 2, "hr": 0, "photo": 2} and rep["summary"]["results"] == 3
     assert by_file(rep)["face.png"]["faces_used"] == 1 and by_file(rep)["noise.png"]["kind"] == "no_face"
     # --photos: detection on every input; MTCNN finds no face in an 8x8 LR
     capsys.readouterr()
-    assert run("upsample", "--checkpoint", exports, "--input", tmp_path / "lrs", "--output", tmp_path / "ph", "--photos") == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", tmp_path / "lrs", "--output", tmp_path / "ph", "--photos") == 0
     rep = report(tmp_path / "ph")
     assert rep["summary"]["taken_as"]["photo"] == 4 and by_file(rep)["lr0.png"]["kind"] == "no_face"
 
 
-def test_an_lr_of_the_wrong_size_stops_every_command_in_one_line(exports, tmp_path, capsys, monkeypatch):
+def test_an_lr_of_the_wrong_size_stops_every_command_in_one_line(stage_exports, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LIT_PROPULSE_CACHE", str(tmp_path / "cache"))
     write_lrs(tmp_path / "in")
     write_lrs(tmp_path / "in16", n=1, side=16)
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in" / "x16.png")
     np.save(tmp_path / "dir.npy", np.ones(W_DIM, np.float32))
-    fix = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
+    fix = PORT_G64
     pulse = ["pulse", "--generator", fix, "--steps", "1", "--fit-samples", "2000"]
     cases = [
-        (["upsample", "--checkpoint", exports, "--input", tmp_path / "in"], ["x16.png: 16x16", "encoder takes 8x8", "--lr-size 8"]),
-        (["edit", "--checkpoint", exports, "--input", tmp_path / "in", "--direction", tmp_path / "dir.npy"], ["x16.png: 16x16", "encoder takes 8x8"]),
-        (["upsample", "--checkpoint", exports, "--input", tmp_path / "in16", "--lr-size", "16"], ["--lr-size 16", "encoder takes 8x8"]),
-        (["upsample", "--checkpoint", exports, "--input", tmp_path / "in", "--lr-size", "8", "--photos"], ["--lr-size", "--photos"]),
+        (["upsample", "--checkpoint", stage_exports, "--input", tmp_path / "in"], ["x16.png: 16x16", "encoder takes 8x8", "--lr-size 8"]),
+        (["edit", "--checkpoint", stage_exports, "--input", tmp_path / "in", "--direction", tmp_path / "dir.npy"], ["x16.png: 16x16", "encoder takes 8x8"]),
+        (["upsample", "--checkpoint", stage_exports, "--input", tmp_path / "in16", "--lr-size", "16"], ["--lr-size 16", "encoder takes 8x8"]),
+        (["upsample", "--checkpoint", stage_exports, "--input", tmp_path / "in", "--lr-size", "8", "--photos"], ["--lr-size", "--photos"]),
         ([*pulse, "--input", tmp_path / "in", "--lr-size", "24"], ["--lr-size 24", "divide"]),
     ]
     for k, (argv, words) in enumerate(cases):
@@ -629,7 +588,7 @@ def test_pulse_takes_a_folder_of_lrs_as_they_are(tmp_path, capsys, monkeypatch):
     "no usable images"; now every file is the LR as it is."""
     monkeypatch.setenv("LIT_PROPULSE_CACHE", str(tmp_path / "cache"))
     lrs = write_lrs(tmp_path / "lr_folder")
-    fix = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
+    fix = PORT_G64
     out = tmp_path / "out"
     assert run("pulse", "--generator", fix, "--input", tmp_path / "lr_folder", "--output", out, "--steps", "1", "--fit-samples", "2000") == 0
     printed = capsys.readouterr()

@@ -25,15 +25,9 @@ from lit_propulse.faces import (
     paste_scale,
     resize_background,
 )
-from tests.test_upsample_edit import LR, SIZE, by_file, exports, report, run  # noqa: F401 - exports is a fixture
+from tests.helpers import LR, SIZE, by_file, report, run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_image(h: int, w: int) -> torch.Tensor:
@@ -193,7 +187,7 @@ def test_paste_back_on_the_astronaut(astronaut):
         assert after < 0.25 * before, (after, before)
 
 
-def test_upsample_paste_back_command(exports, astronaut, tmp_path, capsys):  # noqa: F811 - the fixture
+def test_upsample_paste_back_command(stage_exports, astronaut, tmp_path, capsys):  # noqa: F811 - the fixture
     d = tmp_path / "photos"
     d.mkdir()
     Image.fromarray(astronaut).save(d / "astronaut.png")
@@ -202,7 +196,7 @@ def test_upsample_paste_back_command(exports, astronaut, tmp_path, capsys):  # n
     lr = np.asarray(Image.fromarray(astronaut).resize((LR, LR), Image.BICUBIC))
     Image.fromarray(lr).save(d / "lr.png")  # an LR: upsampled, nothing to paste back into
     out = tmp_path / "out"
-    assert run("upsample", "--checkpoint", exports, "--input", d, "--output", out, "--paste-back") == 0
+    assert run("upsample", "--checkpoint", stage_exports, "--input", d, "--output", out, "--paste-back") == 0
     rep = report(out)
     assert rep["settings"]["paste_back"]["colour"] == "match" and rep["summary"]["restored_photos"] == 2
     rows = by_file(rep)
@@ -236,7 +230,7 @@ def test_upsample_paste_back_command(exports, astronaut, tmp_path, capsys):  # n
         assert float((got - background)[:, face].abs().mean()) > 0.05
     capsys.readouterr()
     for extra, words in ((["--lr-size", str(LR)], "--paste-back puts faces back into photos"), (["--paste-max-scale", "0.5"], ">= 1")):
-        assert run("upsample", "--checkpoint", exports, "--input", d, "--output", tmp_path / "bad", "--paste-back", *extra) == 2
+        assert run("upsample", "--checkpoint", stage_exports, "--input", d, "--output", tmp_path / "bad", "--paste-back", *extra) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
 

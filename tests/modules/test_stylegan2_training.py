@@ -11,7 +11,7 @@ import torch
 from lit_propulse.cli import main
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / "experiments" / "toy" / "stylegan2.yaml"
 TINY = "{4: 16, 8: 16, 16: 16, 32: 8}"
 

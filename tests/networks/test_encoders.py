@@ -20,13 +20,7 @@ SMALL = dict(channels=8, reduction=4)  # tiny RCAN body for speed
 TINY_G = dict(size=64, style_dim=32, n_mlp=1, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two fighting a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from lit_propulse.networks.attribute_classifier import AttributeClassifier, load
 from lit_propulse.core.weights import save_module
 from lit_propulse.core.files import missing_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOY_YAML = ROOT / "experiments" / "toy" / "attributes.yaml"
 SHIPPED = ROOT / "lit_propulse" / "data" / "toy_attributes_64.pt"
 LOADER = "lit_propulse.networks.attribute_classifier.load_attribute_classifier"
@@ -113,7 +113,7 @@ def test_module_trains_through_the_cli_and_exports(tmp_path):
 def test_paper_yaml_on_a_tiny_celeba_hq(tmp_path):
     """experiments/attributes.yaml (CelebA-HQ, 40 attributes, augmentation, cosine schedule) shrunk to
     16 px synthetic CelebA-HQ files, with a pos_weight per attribute."""
-    from tests.test_celeba_ffhq import ATTRS, make_celeba_hq
+    from tests.datamodules.test_celeba_ffhq import ATTRS, make_celeba_hq
 
     root = make_celeba_hq(tmp_path / "celeba_hq")
     argv = [

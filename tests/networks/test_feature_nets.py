@@ -17,14 +17,7 @@ from lit_propulse.networks.feature_nets import (
     crop_fraction,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two fighting a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def img(b: int, s: int, seed: int = 0) -> torch.Tensor:

@@ -26,7 +26,7 @@ from lit_propulse.core.errors import UserFacingError
 from lit_propulse.core.images import load_image, to_uint8
 from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.networks.stylegan2 import NoiseInjection
-from tests.test_upsample_edit import LR, SIZE, exports, run  # noqa: F401 - exports is a fixture
+from tests.helpers import LR, SIZE, run
 
 TOY_G = Path(demo.__file__).resolve().parent.parent / "data" / demo.PACKAGED_GENERATOR
 
@@ -48,12 +48,12 @@ def no_packaged_exports(monkeypatch):
     monkeypatch.setattr(demo, "packaged", lambda name: None if name in demo.PACKAGED_EXPORTS.values() else real(name))
 
 
-def test_session_lr_pulse_and_samples(exports, tmp_path):  # noqa: F811
-    session = demo.DemoSession(models_for("--checkpoint", exports), tmp_path / "out", cache_dir=str(tmp_path / "cache"))
+def test_session_lr_pulse_and_samples(stage_exports, tmp_path):  # noqa: F811
+    session = demo.DemoSession(models_for("--checkpoint", stage_exports), tmp_path / "out", cache_dir=str(tmp_path / "cache"))
     lr_file = write_png(tmp_path / "face.png", LR)
     res = session.run(lr_file, "auto", use_pulse=True, samples=2, steps=5, seed=3)
     assert res.status.startswith(f"**Taken as** the LR as it is ({LR}x{LR})") and "**PULSE:** 2 search(es) of 5 steps" in res.status
-    up = ProPulseUpsampler.from_files(exports / "gds" / "gds.pt", exports / "ewplus" / "ewplus.pt", ew=exports / "ew" / "ew.pt")
+    up = ProPulseUpsampler.from_files(stage_exports / "gds" / "gds.pt", stage_exports / "ewplus" / "ewplus.pt", ew=stage_exports / "ew" / "ew.pt")
     lr = load_image(lr_file)
     with torch.no_grad():
         ref = up(lr[None])
@@ -80,8 +80,8 @@ def test_session_lr_pulse_and_samples(exports, tmp_path):  # noqa: F811
     assert not torch.equal(res.samples[0][0], res.hr) and not torch.equal(res.samples[0][0], res.samples[1][0])
 
 
-def test_session_modes_and_refusals(exports, tmp_path):  # noqa: F811
-    session = demo.DemoSession(models_for("--checkpoint", exports), tmp_path / "out")
+def test_session_modes_and_refusals(stage_exports, tmp_path):  # noqa: F811
+    session = demo.DemoSession(models_for("--checkpoint", stage_exports), tmp_path / "out")
     hr_file = write_png(tmp_path / "crop.png", 48, seed=1)
     res = session.run(hr_file, "hr")
     assert "an HR crop, made 8x8 with DS" in res.status
@@ -94,7 +94,7 @@ def test_session_modes_and_refusals(exports, tmp_path):  # noqa: F811
     assert session.run(None).status == "Upload a photo or an LR first."
 
 
-def test_model_defaults_and_errors(exports, tmp_path, monkeypatch, no_packaged_exports, capsys):  # noqa: F811
+def test_model_defaults_and_errors(stage_exports, tmp_path, monkeypatch, no_packaged_exports, capsys):  # noqa: F811
     # nothing given, nothing packaged: one line with the remedies
     with pytest.raises(UserFacingError, match=r"no Pro-PULSE stage exports given.*--checkpoint DIR.*--generator .*toy_stylegan2_64\.pt"):
         models_for()
@@ -111,9 +111,9 @@ def test_model_defaults_and_errors(exports, tmp_path, monkeypatch, no_packaged_e
     assert res.hr is None and not res.sides and res.pulse is not None
     # packaged toy exports, when an install ships them, are the defaults
     files = {
-        demo.PACKAGED_EXPORTS["gds"]: exports / "gds" / "gds.pt",
-        demo.PACKAGED_EXPORTS["ewplus"]: exports / "ewplus" / "ewplus.pt",
-        demo.PACKAGED_EXPORTS["ew"]: exports / "ew" / "ew.pt",
+        demo.PACKAGED_EXPORTS["gds"]: stage_exports / "gds" / "gds.pt",
+        demo.PACKAGED_EXPORTS["ewplus"]: stage_exports / "ewplus" / "ewplus.pt",
+        demo.PACKAGED_EXPORTS["ew"]: stage_exports / "ew" / "ew.pt",
     }
     monkeypatch.setattr(demo, "packaged", lambda name: str(files[name]) if name in files else None)
     m = models_for()
@@ -124,13 +124,13 @@ def test_model_defaults_and_errors(exports, tmp_path, monkeypatch, no_packaged_e
 
 
 @pytest.mark.slow
-def test_page_in_headless_chromium(exports, tmp_path):  # noqa: F811
+def test_page_in_headless_chromium(stage_exports, tmp_path):  # noqa: F811
     if browser_binaries() is None:
         pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
     from selenium.webdriver.common.by import By
 
     lr_file = write_png(tmp_path / "lr.png", LR)
-    with running_demo(["--checkpoint", exports, "--cache-dir", tmp_path / "cache"], tmp_path / "demo.log") as url:
+    with running_demo(["--checkpoint", stage_exports, "--cache-dir", tmp_path / "cache"], tmp_path / "demo.log") as url:
         driver = open_browser()
         try:
             status = upload_and_run(driver, url, lr_file, timeout=300)

@@ -14,7 +14,7 @@ from PIL import Image
 from datamodules.toy_faces import render_toy_face
 from lit_propulse.metrics.niqe import NIQE, NIQEParams, fit_pristine_model, gaussian_window, main
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REFERENCE = json.loads((FIXTURES / "niqe_reference.json").read_text())  # benchmarks/niqe_reference.py
 
 

@@ -501,7 +501,7 @@ def test_docs_yaml_examples_parse_and_instantiate() -> None:
     import yaml
     from jsonargparse import ArgumentParser
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     text = (root / "README.md").read_text() + (root / "docs" / "data.md").read_text()
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
     sections = [b["data"] for b in blocks if isinstance(b, dict) and "data" in b]
