@@ -1,6 +1,22 @@
-"""Weights & Biases logging that works on a machine with no W&B account or no network.
+"""Logging for the project's runs: the run directory, a W&B logger that works with no account or no
+network, a CSV logger that keeps earlier metrics, and image logging.
 
-``AutoWandbLogger`` is Lightning's ``WandbLogger`` with four changes, all for running the same YAML
+**The run directory is ``trainer.default_root_dir``** (:func:`run_dir`), whatever the logger (CSV,
+TensorBoard, W&B or none): the stage export, ``checkpoints/``, the validation panels (``images/``) and the
+reports go there. The experiment YAMLs (``experiments/base/run.yaml``) point the logger there too::
+
+    trainer:
+      default_root_dir: runs/toy/ew
+      logger:
+        class_path: lit_propulse.loggers.CSVLogger
+        init_args: {save_dir: "${...default_root_dir}", name: "", version: ""}
+
+so ``--trainer.default_root_dir DIR`` moves everything, and ``--trainer.logger=...TensorBoardLogger`` /
+``lit_propulse.loggers.AutoWandbLogger`` keeps the same ``save_dir``, ``name`` and ``version`` (jsonargparse
+carries them over). A logger given its own directory writes its files there; the run's files stay in
+the run directory.
+
+``AutoWandbLogger`` is Lightning's ``WandbLogger`` with three changes, all for running the same YAML
 everywhere (a laptop, a cluster node without internet, a W&B sweep agent):
 
 * the W&B mode is chosen when the logger is built: an explicit ``mode`` wins, else ``WANDB_MODE``,
@@ -8,30 +24,22 @@ everywhere (a laptop, a cluster node without internet, a W&B sweep agent):
   under ``<save_dir>/wandb/offline-run-*`` and uploaded later with ``wandb sync``). Nothing here
   contacts the network; the key is looked up where wandb looks for it (``WANDB_API_KEY``,
   ``WANDB_IDENTITY_TOKEN_FILE``, the ``.netrc`` entry of the W&B host);
-* the run directory is ``save_dir`` itself, as for the project's CSVLogger (``name: "", version: ""``):
-  checkpoints in ``<save_dir>/checkpoints`` (so ``--ckpt_path last`` and the pipeline find them
-  whatever the W&B run id), panels in ``<save_dir>/images``, the stage export in ``<save_dir>``;
+* ``name`` and ``version`` are empty for Lightning, so nothing Lightning derives from them adds
+  ``<project>/<run id>`` below ``save_dir`` (the W&B run name and id are unchanged);
 * the W&B run is finished when the Trainer finalizes the logger (end of fit, or failure), so runs
-  started one after another in one process (``python -m lit_propulse pipeline``) are separate W&B runs;
-* under a W&B sweep agent (``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` set) every run gets
-  ``<save_dir>/<run id>``, so the runs of a sweep do not overwrite each other's checkpoints and exports.
+  started one after another in one process (``python -m lit_propulse pipeline``) are separate W&B runs.
 
-YAML::
+Under a W&B sweep agent each run needs its own run directory: the sweep YAMLs
+(``experiments/sweeps/``) give ``--trainer.default_root_dir=runs/<stage>/${oc.env:WANDB_RUN_ID,manual}``.
 
-    trainer:
-      logger:
-        class_path: lit_propulse.loggers.AutoWandbLogger
-        init_args: {save_dir: runs/ewplus, name: "", version: "", project: pro-pulse, job_type: ewplus}
-
-``--trainer.logger=pytorch_lightning.loggers.CSVLogger`` switches such a config to CSV (``save_dir``,
-``name`` and ``version`` carry over; so does the layout).
+``--trainer.logger=lit_propulse.loggers.CSVLogger`` switches a W&B config to CSV.
 """
 from __future__ import annotations
 
 import netrc
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytorch_lightning as pl
@@ -73,7 +81,7 @@ def has_api_key() -> bool:
     return bool(creds and creds[2])
 
 
-def resolve_mode(mode: Optional[str] = None) -> str:
+def resolve_mode(mode: str | None = None) -> str:
     """The W&B mode a run uses: ``mode`` if given, else ``WANDB_MODE`` (``dryrun`` = offline), else
     online with an API key and offline without one. An unknown value raises ``ValueError``."""
     if mode is not None:
@@ -93,16 +101,14 @@ class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` that picks its mode by itself and keeps the project's run-directory layout.
 
     Args:
-        save_dir: the run directory (W&B files in ``<save_dir>/wandb``, checkpoints in
-            ``<save_dir>/checkpoints``).
+        save_dir: where W&B writes (``<save_dir>/wandb``); the YAMLs give the run directory,
+            ``${...default_root_dir}``.
         mode: "online", "offline" or "disabled"; None = ``WANDB_MODE`` if set, else online when an
             API key is configured and offline when not.
         name: W&B run name; None or "" = W&B's generated one ("" so that the YAML's ``name: ""``
             also suits the CSVLogger the same config switches to).
         version: W&B run id, to continue a run; None or "" = a new one.
         project: W&B project (a sweep agent's own project wins).
-        sweep_run_subdir: under a sweep agent, write each run to ``<save_dir>/<W&B run id>``;
-            False = every run of the sweep in ``save_dir``.
         offline: Lightning's flag, kept for compatibility: True = ``mode="offline"``.
         **kwargs: the other ``WandbLogger`` / ``wandb.init`` arguments (``job_type``, ``group``,
             ``tags``, ``log_model``...).
@@ -111,11 +117,10 @@ class AutoWandbLogger(WandbLogger):
     def __init__(
         self,
         save_dir: str = ".",
-        name: Optional[str] = None,
-        version: Optional[str] = None,
-        mode: Optional[Mode] = None,
-        project: Optional[str] = "pro-pulse",
-        sweep_run_subdir: bool = True,
+        name: str | None = None,
+        version: str | None = None,
+        mode: Mode | None = None,
+        project: str | None = "pro-pulse",
         offline: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -123,17 +128,15 @@ class AutoWandbLogger(WandbLogger):
             raise ValueError(f"offline=True contradicts mode={mode!r}; give mode alone")
         self.mode = resolve_mode("offline" if offline else mode)
         save_dir = os.fspath(save_dir)
-        if sweep_run_subdir and os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
-            save_dir = os.path.join(save_dir, os.environ["WANDB_RUN_ID"])
         # LightningCLI passes every wandb.init argument, None included: drop those, so that WandbLogger's
         # own defaults (resume="allow") stand
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         # the mode goes to wandb.init; Lightning's own offline=True would set WANDB_MODE for the whole process
         super().__init__(save_dir=save_dir, name=name or None, version=version or None, project=project, offline=False, mode=self.mode, **kwargs)
 
-    # Lightning's ModelCheckpoint stores to <save_dir>/<name>/<version>/checkpoints; WandbLogger's name is
-    # the project and its version the (per-run) W&B id. Both empty, as in the CSVLogger configs, keep
-    # checkpoints in <save_dir>/checkpoints across runs. The W&B run name and id are unchanged.
+    # Lightning derives <save_dir>/<name>/<version> from these (Trainer.log_dir, a ModelCheckpoint without
+    # dirpath); WandbLogger's name is the project and its version the per-run W&B id. Both empty, as in
+    # the CSV configs, keep that <save_dir> itself. The W&B run name and id are unchanged.
     @property
     def name(self) -> str:
         return ""
@@ -159,16 +162,12 @@ class AutoWandbLogger(WandbLogger):
 
 
 def run_dir(trainer: pl.Trainer) -> str:
-    """Where a run writes its files: the first logger's directory (``log_dir`` of CSV/TensorBoard,
-    ``save_dir`` of others, as ``Trainer.log_dir``), else ``default_root_dir``.
+    """Where a run writes its files (stage export, panels, reports, snapshots; the YAMLs' checkpoints
+    and logger too): ``trainer.default_root_dir``, whatever the logger, so the next stage finds the
+    export where its YAML says even when this stage logged to TensorBoard, W&B or nothing.
 
     Unlike ``Trainer.log_dir`` this does not broadcast, so rank-zero-only code may call it (a
     collective on one rank only hangs DDP)."""
-    if trainer.loggers:
-        logger = trainer.loggers[0]
-        d = logger.log_dir if type(logger).__name__ in ("CSVLogger", "TensorBoardLogger") else getattr(logger, "save_dir", None)
-        if d:
-            return d
     return trainer.default_root_dir
 
 
@@ -197,7 +196,7 @@ def ensure_dir(path: str) -> str:
 
 class _KeepingExperimentWriter(_CSVExperimentWriter):
     """Lightning's CSV writer deletes an existing ``metrics.csv`` when its directory is not empty, so a
-    run resumed after ``kill -9`` in the same directory (the toy YAMLs use ``version: ""``) erased
+    run resumed after ``kill -9`` in the same directory (the YAMLs use ``version: ""``) erased
     the rows logged before the kill. This one moves it aside to ``metrics.1.csv`` (``.2``, ...) and
     starts a fresh ``metrics.csv`` for the resumed part."""
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_propulse.core.downscale import downscale
 from datamodules.generated import GeneratorSamplesDataModule, GeneratorSamplesDataset
 from lit_propulse.cli import main
+from lit_propulse.core.downscale import downscale
 from lit_propulse.networks.checkpoints import load_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,3 +64,111 @@ def test_paper_yamls_parse_and_list_their_missing_files(name, tmp_path, capsys, 
         assert "model_ir_se50.pth" in err
     else:
         assert "vgg16-397923af.pth" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage YAMLs: deltas on shared bases (experiments/base/), one run directory each
+
+#: every stage YAML -> the subcommand it is for (the evaluations are `test` runs)
+STAGE_YAMLS = {
+    str(p.relative_to(ROOT)): "test" if p.stem == "eval" else "fit"
+    for p in sorted([*ROOT.glob("experiments/*.yaml"), *ROOT.glob("experiments/toy/*.yaml")]) if p.name != "pipeline.yaml"
+}
+
+
+def print_config(capsys, *argv: str) -> dict:
+    import yaml
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--print_config"])
+    assert info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_every_stage_yaml_is_a_delta_with_one_run_directory(capsys, monkeypatch):
+    """No stage YAML restates the logger or the standard checkpointing (they are in experiments/base/);
+    composed, every stage's logger writes in trainer.default_root_dir, its checkpoints go to
+    <run dir>/checkpoints, and no two stages share a run directory."""
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    assert {f"experiments/{d}{n}.yaml" for d in ("", "toy/") for n in ("gds", "ew", "ewplus", "e2e", "attributes", "eval")} <= set(STAGE_YAMLS)
+    run_dirs = {}
+    for path, command in STAGE_YAMLS.items():
+        own = yaml.safe_load((ROOT / path).read_text())
+        assert own.get("base"), f"{path}: names no base"
+        assert "logger" not in own.get("trainer", {}) or "class_path" not in own["trainer"]["logger"], f"{path} restates the logger"
+        if path != "experiments/toy/stylegan2.yaml":  # (no validation: its own checkpoint cadence, the whole list)
+            assert "callbacks" not in own.get("trainer", {}), f"{path}: add callbacks with `callbacks+:`; `callbacks:` drops the base's checkpointing"
+        trainer = print_config(capsys, command, "--config", path)["trainer"]
+        root = trainer["default_root_dir"]
+        assert trainer["logger"]["class_path"].startswith("lit_propulse.loggers.") and trainer["logger"]["init_args"]["save_dir"] == root, path
+        checkpoints = [c["init_args"] for c in trainer["callbacks"] or [] if c["class_path"].endswith("ModelCheckpoint")]
+        assert [c["dirpath"] for c in checkpoints] == ([f"{root}/checkpoints"] if command == "fit" else []), path
+        assert all(c["save_last"] for c in checkpoints)
+        run_dirs[path] = root
+    assert len(set(run_dirs.values())) == len(run_dirs), run_dirs
+
+
+def test_toy_e2e_is_ewplus_with_the_table_ii_e2e_delta(capsys, monkeypatch):
+    """The toy E2E cannot drift from the toy E_W+: its YAML is E_W+'s plus the ablation delta, nothing
+    else but its run directory."""
+    monkeypatch.chdir(ROOT)
+    e2e = print_config(capsys, "fit", "--config", "experiments/toy/e2e.yaml")
+    by_hand = print_config(capsys, "fit", "--config", "experiments/toy/ewplus.yaml", "--config", "experiments/ablations/e2e.yaml",
+                           "--trainer.default_root_dir", e2e["trainer"]["default_root_dir"])
+    assert e2e["model"]["init_args"]["train_side_heads"] is True and e2e["model"]["init_args"]["gds"]["init_args"]["reset_heads"] is True
+    e2e.pop("base"), by_hand.pop("base")
+    assert e2e == by_hand
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_bases_are_expanded_in_order_once_each_relative_to_their_file(tmp_path):
+    from lit_propulse.cli import config_chain, expand_bases
+
+    run = _write(tmp_path / "base" / "run.yaml", "seed_everything: 1\n")
+    fit = _write(tmp_path / "base" / "fit.yaml", "base: run.yaml\n")
+    toy = _write(tmp_path / "base" / "toy.yaml", "base: run.yaml\n")  # a diamond: run.yaml once, first
+    stage = _write(tmp_path / "toy" / "ew.yaml", "base: [../base/fit.yaml, ../base/toy.yaml]\n")
+    delta = _write(tmp_path / "delta.yaml", "base: toy/ew.yaml\n")
+    s = str
+    assert config_chain(s(stage)) == [s(run), s(fit), s(toy), s(stage)]
+    argv = ["fit", "--config", s(stage), "--trainer.max_steps=3", f"--config={delta}"]
+    expanded = expand_bases(argv)
+    assert expanded == ["fit", "--config", s(run), "--config", s(fit), "--config", s(toy), "--config", s(stage), "--trainer.max_steps=3", f"--config={delta}"]
+    assert expand_bases(expanded) == expanded  # idempotent (Lightning's DDP launcher re-runs the expanded argv)
+    assert expand_bases(["fit", "-c", s(run), "--config", s(fit)]) == ["fit", "-c", s(run), "--config", s(fit)]  # given already
+
+
+@pytest.mark.parametrize("case", ["missing", "loop", "cli_flag"])
+def test_bad_bases_are_one_line_errors(case, tmp_path, capsys):
+    if case == "missing":
+        cfg = _write(tmp_path / "a.yaml", "base: nope.yaml\n")
+        argv, expect = ["fit", "--config", str(cfg)], "nope.yaml"
+    elif case == "loop":
+        _write(tmp_path / "b.yaml", "base: a.yaml\n")
+        cfg = _write(tmp_path / "a.yaml", "base: b.yaml\n")
+        argv, expect = ["fit", "--config", str(cfg)], "loops back"
+    else:
+        argv, expect = ["fit", "--base", "x.yaml"], "--config A.yaml --config B.yaml"
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and expect in err[0]
+
+
+def test_a_stage_appends_callbacks_to_its_bases_and_the_command_line_after_it(tmp_path, capsys, monkeypatch):
+    """`callbacks+:` in a config file appends to the bases' list (jsonargparse list append); a later
+    `callbacks:` replaces it; `--trainer.callbacks+=` on the command line appends after the files."""
+    monkeypatch.chdir(ROOT)
+    names = lambda cfg: [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]]  # noqa: E731
+    assert names(print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml")) == ["ModelCheckpoint", "StageExport", "ValidationImages", "StageEvaluation"]
+    appended = print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml", "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter", "--trainer.callbacks.output_dir=out")
+    assert names(appended)[-1] == "SidePredictionWriter" and len(names(appended)) == 5
+    only = _write(tmp_path / "only.yaml", "trainer:\n  callbacks:\n    - class_path: lit_propulse.callbacks.export.StageExport\n      init_args: {path: x.pt}\n")
+    assert names(print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml", "--config", str(only))) == ["StageExport"]

@@ -1,6 +1,7 @@
 """W&B logging and sweeps: AutoWandbLogger's mode choice (no network), a toy E_W+ fit logging to an
 offline W&B run (the progressive scale and the validation panel as a uint8 image), and every
-experiments/sweeps/*.yaml parameter accepted by the CLI the way the W&B agent passes it."""
+experiments/sweeps/*.yaml parameter accepted by the CLI the way the W&B agent passes it, each agent run
+in a run directory of its own."""
 from __future__ import annotations
 
 import time
@@ -80,12 +81,10 @@ def test_runs_one_after_another_in_one_process_are_separate(no_wandb_env, tmp_pa
         assert [p.name.rsplit("-", 1)[-1] for p in (tmp_path / stage / "wandb").glob("offline-run-*")] == [run_id]
 
 
-def test_sweep_agent_runs_get_their_own_directory(no_wandb_env, monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
-    monkeypatch.setenv("WANDB_RUN_ID", "run7")
+def test_logger_layout_is_its_save_dir(no_wandb_env, tmp_path):
     logger = AutoWandbLogger(save_dir=str(tmp_path / "runs"), mode="disabled")
-    assert Path(logger.save_dir) == tmp_path / "runs" / "run7"
-    assert (logger.name, logger.version) == ("", "")  # checkpoints in <save_dir>/checkpoints, as with the CSV configs
+    assert Path(logger.save_dir) == tmp_path / "runs"
+    assert (logger.name, logger.version) == ("", "")  # nothing Lightning derives adds <project>/<run id> below it
 
 
 def test_toy_fit_logs_scale_and_panel_to_an_offline_run(stages, no_wandb_env, monkeypatch, tmp_path):
@@ -102,7 +101,7 @@ def test_toy_fit_logs_scale_and_panel_to_an_offline_run(stages, no_wandb_env, mo
     monkeypatch.setattr(AutoWandbLogger, "log_metrics", spy)
     run = tmp_path / "ewplus"
     argv = ["fit", "--config", str(TOY / "ewplus.yaml"), *QUIET, *DATA, *encoder_args("ewplus", stages),
-            "--trainer.logger=lit_propulse.loggers.AutoWandbLogger", f"--trainer.logger.init_args.save_dir={run}", f"--trainer.default_root_dir={run}",
+            "--trainer.logger=lit_propulse.loggers.AutoWandbLogger", f"--trainer.default_root_dir={run}",  # the logger's save_dir follows
             "--progressive.steps_per_scale=1", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1"]
     try:
         assert main(argv) == 0
@@ -127,7 +126,7 @@ def test_toy_fit_logs_scale_and_panel_to_an_offline_run(stages, no_wandb_env, mo
     on_disk = np.asarray(Image.open(run / "images" / "val_latest.png").convert("RGB"))
     assert logged.shape == on_disk.shape and (logged == on_disk).all()  # the same uint8 panel, not a black float one
     assert logged.max() > 100
-    assert (run / "ewplus.pt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()  # the CSV configs' run-dir layout
+    assert (run / "ewplus.pt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()  # one run directory, whatever the logger
 
 
 def test_paper_yamls_log_to_wandb_and_switch_to_csv(monkeypatch, capsys):
@@ -136,11 +135,12 @@ def test_paper_yamls_log_to_wandb_and_switch_to_csv(monkeypatch, capsys):
         cfg = print_config(capsys, "fit", "--config", f"experiments/{name}.yaml")
         logger = cfg["trainer"]["logger"]
         assert logger["class_path"] == "lit_propulse.loggers.AutoWandbLogger"
-        assert logger["init_args"]["save_dir"] == f"runs/{name}" and logger["init_args"]["mode"] is None
-        csv = print_config(capsys, "fit", "--config", f"experiments/{name}.yaml", "--trainer.logger=pytorch_lightning.loggers.CSVLogger")
-        assert csv["trainer"]["logger"]["class_path"] == "pytorch_lightning.loggers.CSVLogger"
-        args = csv["trainer"]["logger"]["init_args"]  # carried over: the CSV run dir is <save_dir> itself, as before
-        assert (args["save_dir"], args["name"], args["version"]) == (f"runs/{name}", "", "")
+        assert logger["init_args"]["save_dir"] == cfg["trainer"]["default_root_dir"] == f"runs/{name}" and logger["init_args"]["mode"] is None
+        assert logger["init_args"]["job_type"] == name
+        csv = print_config(capsys, "fit", "--config", f"experiments/{name}.yaml", "--trainer.logger=lit_propulse.loggers.CSVLogger", "--trainer.default_root_dir=elsewhere")
+        assert csv["trainer"]["logger"]["class_path"] == "lit_propulse.loggers.CSVLogger"
+        args = csv["trainer"]["logger"]["init_args"]  # carried over, and following the run directory: metrics.csv in it
+        assert (args["save_dir"], args["name"], args["version"]) == ("elsewhere", "", "")
 
 
 def print_config(capsys, *argv: str) -> dict:
@@ -174,6 +174,8 @@ def agent_argv(command: list[str], args: dict) -> list[str]:
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_sweep_parameters_land_in_the_config(sweep, monkeypatch, capsys):
+    """As the agent runs it (WANDB_SWEEP_ID, WANDB_RUN_ID set): every parameter lands on its key, W&B logs,
+    and the run has a run directory of its own (<stage run dir>/<W&B run id>: export, checkpoints, logs)."""
     spec = yaml.safe_load(sweep.read_text())
     assert spec["method"] in ("grid", "random", "bayes")
     assert spec["metric"] == {"name": "val/loss/rec", "goal": "minimize"}
@@ -181,6 +183,8 @@ def test_sweep_parameters_land_in_the_config(sweep, monkeypatch, capsys):
     params = spec["parameters"]
     assert {k.rsplit(".", 1)[-1] for k in params} <= {"lambda_rec", "lambda_id", "lambda_adv"} and len(params) == 3
     monkeypatch.chdir(ROOT)  # the agent runs from the repository root
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
+    monkeypatch.setenv("WANDB_RUN_ID", "run7")
     for pick in (0, -1):  # every parameter at its first and last value together
         values = {k: spec_values(v)[pick] for k, v in params.items()}
         cfg = print_config(capsys, *agent_argv(spec["command"], values))
@@ -189,4 +193,9 @@ def test_sweep_parameters_land_in_the_config(sweep, monkeypatch, capsys):
             for part in key.split("."):
                 node = node[part]
             assert node == pytest.approx(float(value)), key
-        assert cfg["trainer"]["logger"]["class_path"] == "lit_propulse.loggers.AutoWandbLogger"  # the agent needs W&B metrics
+        trainer = cfg["trainer"]
+        assert trainer["logger"]["class_path"] == "lit_propulse.loggers.AutoWandbLogger"  # the agent needs W&B metrics
+        stage_dir = yaml.safe_load((ROOT / next(c for c in spec["command"] if str(c).endswith(".yaml"))).read_text())["trainer"]["default_root_dir"]
+        assert trainer["default_root_dir"] == f"{stage_dir}/run7" == trainer["logger"]["init_args"]["save_dir"]
+        (ck,) = [c["init_args"]["dirpath"] for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+        assert ck == f"{stage_dir}/run7/checkpoints"

@@ -1,6 +1,7 @@
 """Pro-PULSE stages end to end through the CLI, on the real experiment YAMLs shrunk by overrides
 (fixture generator, tiny data, a few steps): G_ds -> E_W -> E_W+, every ablation delta, the
-progressive schedule, resume mid-scale, falling losses, the missing-file preflight."""
+progressive schedule, resume mid-scale, falling losses, the missing-file preflight, one run directory
+whatever the logger, the pipeline and the grid."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,8 @@ import torch
 
 from lit_propulse.callbacks.progressive import ProgressiveScaleCallback
 from lit_propulse.cli import main
-from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.core.weights import load_module
+from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.networks.gds import load_gds
 from lit_propulse.networks.stylegan2 import num_ws_up_to
 
@@ -27,7 +28,15 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 
 def run_dir_args(d: Path) -> list[str]:
-    return ["--trainer.default_root_dir", str(d), "--trainer.logger.init_args.save_dir", str(d)]
+    """The run directory: export, checkpoints, panels and the YAML's logger all follow it."""
+    return ["--trainer.default_root_dir", str(d)]
+
+
+def variant_stage(delta: Path) -> str:
+    """The stage an ablation delta modifies (its ``variant_of:`` key)."""
+    import yaml
+
+    return yaml.safe_load(delta.read_text())["variant_of"]
 
 
 def encoder_args(stage: str, out: Path, delta: str = "") -> list[str]:
@@ -47,12 +56,23 @@ def fit(config: Path | list[Path], *args: str) -> None:
     assert main(argv) == 0
 
 
+def copy_config(config: Path, out: Path) -> dict:
+    """``config`` as a dict whose ``base:`` paths are absolute, so that it can be edited and written to
+    ``out`` (another directory) with its bases still found."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    bases = cfg.get("base") or []
+    cfg["base"] = [str((config.parent / b).resolve()) for b in ([bases] if isinstance(bases, str) else bases)]
+    return cfg
+
+
 def with_val_metrics(config: Path, keys: list[str], out: Path) -> Path:
     """``config`` with its StageEvaluation callback's ``val_metrics`` set to ``keys``, written to ``out``."""
     import yaml
 
-    cfg = yaml.safe_load(config.read_text())
-    callback = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith(".StageEvaluation"))
+    cfg = copy_config(config, out)
+    callback = next(c for c in cfg["trainer"]["callbacks+"] if c["class_path"].endswith(".StageEvaluation"))
     callback.setdefault("init_args", {})["val_metrics"] = keys
     out.write_text(yaml.safe_dump(cfg))
     return out
@@ -69,8 +89,8 @@ def stages(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stages")
     fit(TOY / "gds.yaml", "--model.init_args.gds.init_args.path", FIX, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *run_dir_args(out / "gds"))
     fit(TOY / "ew.yaml", *encoder_args("ew", out), "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *run_dir_args(out / "ew"))
+    # the YAML's checkpoint (every val_check_interval steps) at the last step: ewplus/checkpoints/last.ckpt
     fit(TOY / "ewplus.yaml", *encoder_args("ewplus", out), "--progressive.steps_per_scale", "2", "--trainer.val_check_interval", "6", "--trainer.limit_val_batches", "1",
-        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath", str(out / "ewplus" / "ck"), "--trainer.callbacks.every_n_train_steps", "6", "--trainer.callbacks.save_last", "true",
         *run_dir_args(out / "ewplus"))
     return out
 
@@ -96,8 +116,8 @@ def test_progressive_schedule_in_the_run(stages):
 @pytest.mark.parametrize("delta", ABLATIONS, ids=[p.stem for p in ABLATIONS])
 def test_every_ablation_runs(stages, tmp_path, delta):
     text = delta.read_text()
-    base = text.splitlines()[0].removeprefix("# base: ").strip()
-    stage = base.removesuffix(".yaml")
+    stage = variant_stage(delta)
+    base = f"{stage}.yaml"
     if "lambda_id: 1.0" in text:
         # toy faces have no identity network: the CLI must refuse clearly, before training
         with pytest.raises(ValueError, match="identity network"):
@@ -191,7 +211,7 @@ def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
     for i in range(3):
         Image.fromarray(render_toy_face(0, 90_000 + i, 64)[0]).save(faces / f"face{i}.png")
     out = tmp_path / "pred"
-    argv = ["predict", "--config", str(TOY / "ewplus.yaml"), *encoder_args("ewplus", stages), "--ckpt_path", str(stages / "ewplus" / "ck" / "last.ckpt"),
+    argv = ["predict", "--config", str(TOY / "ewplus.yaml"), *encoder_args("ewplus", stages), "--ckpt_path", str(stages / "ewplus" / "checkpoints" / "last.ckpt"),
             "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter", "--trainer.callbacks.output_dir", str(out), "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--data", "datamodules.folder.ImageFolderDataModule", "--data.root", str(faces),
             "--data.hr_size", "64", "--data.lr_size", "8", "--data.test_fraction", "1.0", "--data.batch_size", "2"]
@@ -201,6 +221,50 @@ def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
     from lit_propulse.core.images import load_image
 
     assert load_image(out / "face0.png").shape == (3, 64, 64) and load_image(out / "face0_r16.png").shape == (3, 16, 16)
+
+
+def test_each_stage_writes_in_its_run_directory_whatever_the_logger(tmp_path, monkeypatch):
+    """G_ds -> E_W -> E_W+ -> E2E as a user runs them one by one, from a working directory where the toy
+    YAMLs' own paths (``runs/toy/<stage>/<export>``) are the only link between stages, each stage with
+    another logger: one writing to a directory of its own (TensorBoard; Lightning's CSVLogger, whose
+    log_dir works the same way, where tensorboard is not installed), none, W&B offline, the YAMLs' CSV.
+    Exports, checkpoints and panels land in ``trainer.default_root_dir`` every time, so each next stage
+    finds its inputs where its YAML says."""
+    import importlib.util
+
+    import wandb
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lit_propulse").symlink_to(ROOT / "lit_propulse")  # the YAMLs' lit_propulse/data/... files
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home" / var.lower()))
+    short = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
+    enc = ["--model.init_args.encoder.init_args.w_dim", "64", "--model.init_args.discriminator.init_args.path", FIX]
+    own_dir = "pytorch_lightning.loggers.TensorBoardLogger" if importlib.util.find_spec("tensorboard") else "pytorch_lightning.loggers.CSVLogger"
+    fit(TOY / "gds.yaml", "--model.init_args.gds.init_args.path", FIX, "--trainer.max_steps", "2", *short,
+        f"--trainer.logger={own_dir}", "--trainer.logger.init_args.save_dir=elsewhere", "--trainer.logger.init_args.name=lightning_logs", "--trainer.logger.init_args.version=null")
+    fit(TOY / "ew.yaml", *enc, "--trainer.max_steps", "2", *short, "--trainer.logger=false")
+    try:
+        fit(TOY / "ewplus.yaml", *enc, "--progressive.steps_per_scale", "1", *short,
+            "--trainer.logger=lit_propulse.loggers.AutoWandbLogger", "--trainer.logger.init_args.mode=offline")
+    finally:
+        if wandb.run is not None:
+            wandb.finish()
+    fit(TOY / "e2e.yaml", *enc, "--progressive.steps_per_scale", "1", *short)
+
+    runs = tmp_path / "runs" / "toy"
+    for stage, export in (("gds", "gds.pt"), ("ew", "ew.pt"), ("ewplus", "ewplus.pt"), ("e2e", "ewplus.pt")):
+        assert (runs / stage / export).is_file() and (runs / stage / f"{export}.done").is_file(), stage
+        assert (runs / stage / "checkpoints" / "last.ckpt").is_file(), stage
+        assert (runs / stage / "images" / "val_latest.png").is_file(), stage
+    assert (runs / "e2e" / "ewplus_gds.pt").is_file()  # E2E's co-trained G_ds
+    logged = tmp_path / "elsewhere" / "lightning_logs" / "version_0"  # the logger kept its own directory...
+    assert logged.is_dir() and not list(logged.rglob("*.pt")) and not (logged / "checkpoints").exists()  # ...and nothing else went there
+    assert not (runs / "ew" / "metrics.csv").exists()
+    assert yaml.safe_load((runs / "ew" / "config.yaml").read_text())["base"] is None  # the saved config is complete on its own
+    assert len(list((runs / "ewplus" / "wandb").glob("offline-run-*"))) == 1
+    assert (runs / "e2e" / "metrics.csv").is_file()
 
 
 def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, capsys):
@@ -214,13 +278,15 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     for st in spec["stages"]:
         st["config"] = str(ROOT / st["config"])
         st["overrides"] = shrink + ([f"--model.init_args.gds.init_args.path={FIX}"] if st["name"] == "gds" else enc)
+    spec["stages"][1]["overrides"] += ["--trainer.logger=false"]  # a stage without a logger still has its run directory
     spec["stages"][2]["overrides"] += ["--progressive.steps_per_scale=1"]
-    # the evaluation stage: its YAML shrunk (fixture generator for PULSE, 3 steps, no trained metric nets)
-    ev = yaml.safe_load((TOY / "eval.yaml").read_text())
-    ev["model"]["init_args"]["methods"][1]["init_args"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
-    ev["model"]["init_args"]["metrics"]["init_args"].update(attribute_classifier=None, niqe=False, fid="none")
-    ev["data"]["init_args"].update(num_train=4, num_test=5, batch_size=5)
-    ev["trainer"]["enable_progress_bar"] = False
+    # the evaluation stage: a delta on its YAML (base: the real file) shrinking it (fixture generator for
+    # PULSE, 3 steps, no trained metric nets); the methods list is given whole, as a list is replaced
+    methods = yaml.safe_load((TOY / "eval.yaml").read_text())["model"]["init_args"]["methods"]
+    methods[1]["init_args"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
+    ev = {"base": str(TOY / "eval.yaml"), "trainer": {"enable_progress_bar": False},
+          "model": {"init_args": {"methods": methods, "metrics": {"init_args": {"attribute_classifier": None, "niqe": False, "fid": "none"}}}},
+          "data": {"init_args": {"num_train": 4, "num_test": 5, "batch_size": 5}}}
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
     spec["stages"][3].update(config=str(tmp_path / "eval.yaml"), overrides=[])
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
@@ -229,9 +295,12 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
         assert (tmp_path / "out" / name / export).is_file()
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("| gds |") == 1 and "ewplus.pt" in report
-    # the evaluation used this run's exports (linked into its YAML) and its table is in the report
-    linked = yaml.safe_load((tmp_path / "out" / "eval" / "pipeline_config.yaml").read_text())
-    assert linked["model"]["init_args"]["methods"][3]["init_args"]["encoder"] == str(tmp_path / "out" / "ewplus" / "ewplus.pt")
+    assert not (tmp_path / "out" / "ew" / "metrics.csv").exists() and (tmp_path / "out" / "ew" / "checkpoints" / "last.ckpt").is_file()  # no logger
+    # the evaluation used this run's exports (linked by method name) and its table is in the report
+    linked = yaml.safe_load((tmp_path / "out" / "eval" / "pipeline_links.yaml").read_text())["model"]["init_args"]["methods"]
+    by_name = {m["init_args"]["name"]: m["init_args"] for m in linked}
+    assert by_name["Pro-PULSE"]["encoder"] == str(tmp_path / "out" / "ewplus" / "ewplus.pt") and by_name["E_W"]["encoder"] == str(tmp_path / "out" / "ew" / "ew.pt")
+    assert by_name["PULSE"]["generator"] == FIX  # the other items as the stage's config has them
     assert "| Pro-PULSE |" in report and "| PULSE |" in report and "eval/grid.png" in report
     capsys.readouterr()
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
@@ -250,7 +319,7 @@ def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):
     configured metric subset."""
     import json
 
-    ck = stages / "ewplus" / "ck" / "last.ckpt"
+    ck = stages / "ewplus" / "checkpoints" / "last.ckpt"
     args = [*encoder_args("ewplus", stages), *QUIET, *DATA, *run_dir_args(tmp_path / "t")]
     assert main(["test", "--config", str(TOY / "ewplus.yaml"), *args, "--ckpt_path", str(ck)]) == 0
     rep = json.loads((tmp_path / "t" / "report.json").read_text())

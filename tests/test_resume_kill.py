@@ -1,8 +1,9 @@
 """A toy E_W+ run killed with SIGKILL mid-scale and resumed with ``--ckpt_path last`` finishes with
 the uninterrupted run's progressive schedule and writes its export (Pro-PULSE Sec. III-E, Eq. (10)).
 
-The run uses the toy YAML's own ModelCheckpoint (``save_last: true``, run dir ``<save_dir>/checkpoints``),
-only saving every step: ``--ckpt_path last`` must find it there in a new process, as a user relies on.
+The run uses the toy YAML's own ModelCheckpoint (from ``experiments/base/fit.yaml``: ``save_last: true`` in
+``<trainer.default_root_dir>/checkpoints``, one checkpoint every ``val_check_interval`` steps), only saving
+every step: ``--ckpt_path last`` must find it there in a new process, as a user relies on.
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
-from lit_propulse.networks.encoders import EWPlusEncoder
+from lit_propulse.cli import main
 from lit_propulse.core.weights import load_module
+from lit_propulse.networks.encoders import EWPlusEncoder
 from lit_propulse.networks.stylegan2 import num_ws_up_to
-
 from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args, fit, read_metrics, run_dir_args, stages  # noqa: F401 (stages: fixture)
 
 STEPS_PER_SCALE = 8  # toy scales 16, 32, 64: 24 steps in all; killed somewhere in steps 9..23
@@ -27,16 +29,18 @@ SCALES = 3
 START_TIMEOUT = 300.0  # seconds until the first checkpoint (imports on a loaded machine)
 
 
-def checkpoint_every_step(tmp_path: Path) -> Path:
-    """An extra config: the toy YAML's callbacks with its ModelCheckpoint saving every step (a list in a
-    later config replaces the earlier one; the CLI cannot address one list item)."""
-    callbacks = yaml.safe_load((TOY / "ewplus.yaml").read_text())["trainer"]["callbacks"]
-    (ck,) = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
-    assert ck["init_args"]["save_last"] is True and ck["init_args"].get("dirpath") is None  # what --ckpt_path last relies on
-    ck["init_args"]["every_n_train_steps"] = 1
-    path = tmp_path / "every_step.yaml"
-    path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
-    return path
+def checkpoint_every_step(run: Path, capsys) -> list[str]:
+    """Overrides that make the toy YAML's own ModelCheckpoint save every step: it saves every
+    ``val_check_interval`` steps (validation itself is off: ``limit_val_batches=0``). Checked on the
+    composed config: ``last.ckpt`` in ``<run dir>/checkpoints``, what ``--ckpt_path last`` relies on."""
+    args = ["--trainer.val_check_interval=1", *run_dir_args(run)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(TOY / "ewplus.yaml"), *args, "--print_config"])
+    callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
+    (ck,) = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+    assert (ck["save_last"], ck["dirpath"], ck["every_n_train_steps"]) == (True, f"{run}/checkpoints", 1)
+    return args
 
 
 def scales_by_step(run: Path) -> dict[int, float]:
@@ -56,20 +60,21 @@ def progressive_state(ck: dict) -> dict:
     return next(v for k, v in ck["callbacks"].items() if "ProgressiveScaleCallback" in k)
 
 
-def test_sigkill_mid_scale_then_resume_last(stages, tmp_path):
+def test_sigkill_mid_scale_then_resume_last(stages, tmp_path, capsys):
     total = STEPS_PER_SCALE * SCALES
-    configs = [TOY / "ewplus.yaml", checkpoint_every_step(tmp_path)]
+    run = tmp_path / "run"
+    every_step = checkpoint_every_step(run, capsys)
+    config = TOY / "ewplus.yaml"
     shrink = [*encoder_args("ewplus", stages), "--model.init_args.encoder.init_args.out_channels=32", "--model.init_args.init_from_ew=false",  # (E_W is wider than this E_W+)
                   # small checkpoints: one is written every step
               f"--progressive.steps_per_scale={STEPS_PER_SCALE}", "--trainer.limit_val_batches=0"]
-    run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
 
     # 1. the run to kill, in its own process
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path / "tmp"), PYTHONUNBUFFERED="1")
     (tmp_path / "tmp").mkdir()
     log = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lit_propulse", "fit", *(a for c in configs for a in ("--config", str(c))), *QUIET, *DATA, *shrink, *run_dir_args(run)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "lit_propulse", "fit", "--config", str(config), *QUIET, *DATA, *shrink, *every_step], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # poll last.ckpt until it is past the first scale boundary and mid-scale
@@ -97,11 +102,11 @@ def test_sigkill_mid_scale_then_resume_last(stages, tmp_path):
     killed_export = export.stat().st_mtime_ns if export.exists() else -1
 
     # 2. resume in the same run dir: `last` is looked up by the YAML's ModelCheckpoint
-    fit(configs, *shrink, "--ckpt_path", "last", *run_dir_args(run))
+    fit(config, *shrink, "--ckpt_path", "last", *every_step)
     resumed = scales_by_step(run)  # metrics.csv of the resumed process only
 
     # 3. the same schedule, uninterrupted
-    fit(configs[0], *shrink, *run_dir_args(tmp_path / "reference"))  # the YAML's checkpoint cadence: no saves
+    fit(config, *shrink, *run_dir_args(tmp_path / "reference"))  # the YAML's checkpoint cadence (100 steps): no saves
     reference = scales_by_step(tmp_path / "reference")
     assert list(reference.values()) == [16.0] * STEPS_PER_SCALE + [32.0] * STEPS_PER_SCALE + [64.0] * STEPS_PER_SCALE
 

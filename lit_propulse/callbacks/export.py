@@ -9,20 +9,17 @@ from pytorch_lightning.utilities import rank_zero_only
 from lit_propulse.core.errors import DivergedError
 from lit_propulse.core.weights import assert_finite
 from lit_propulse.loggers import run_dir
-
-
-def done_marker(path: str) -> str:
-    """The file written next to an export when its stage finished training (a run killed mid-way
-    leaves the export of its last checkpoint but no marker)."""
-    return str(path) + ".done"
+from lit_propulse.runs import done_marker, mark_done
 
 
 class StageExport(pl.Callback):
     """Call ``pl_module.export(path)`` at the end of training and with every checkpoint save; at the end
-    of training also write :func:`done_marker` (the pipeline's "this stage finished" signal).
+    of training also write :func:`lit_propulse.runs.done_marker` (the pipeline's and grid's "this stage
+    finished" signal).
 
     Args:
-        path: file to write; relative paths are inside the run directory.
+        path: file to write; a relative path is inside the run directory (``trainer.default_root_dir``,
+            whatever the logger).
     """
 
     def __init__(self, path: str) -> None:
@@ -45,8 +42,7 @@ class StageExport(pl.Callback):
 
     @rank_zero_only
     def _mark_done(self, trainer: pl.Trainer) -> None:
-        with open(done_marker(self.resolve(trainer)), "w") as f:
-            f.write(f"global_step {trainer.global_step}\n")
+        mark_done(self.resolve(trainer), f"global_step {trainer.global_step}")
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint) -> None:
         self._export(trainer, pl_module)

@@ -15,7 +15,8 @@ from lit_propulse.loggers import ensure_dir, log_image, run_dir
 class GeneratorSnapshot(pl.Callback):
     """Every ``every_n_steps`` optimisation steps and at the end of training: sample ``num_samples``
     images from fixed z (``seed``) with the EMA generator into ``<run dir>/samples/kimg_XXXXX.png``
-    and the loggers, and export ``<run dir>/stylegan2-last.pt`` in the standard port's layout.
+    and the loggers, and export ``<run dir>/stylegan2-last.pt`` in the standard port's layout. The run
+    directory is ``trainer.default_root_dir`` (:func:`lit_propulse.loggers.run_dir`), whatever the logger.
 
     Args:
         every_n_steps: interval in minibatches; 0 = only at the end.

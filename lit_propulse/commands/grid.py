@@ -1,12 +1,13 @@
 """``python -m lit_propulse grid``: an ablation grid (Pro-PULSE Table II) — train every variant, evaluate
 each, collect one row per variant.
 
-Each variant is a YAML delta whose first line names its base stage YAML (``# base: ewplus.yaml``, as in
-``experiments/ablations/``); it runs as ``fit --config <base-dir>/<base> --config <variant>`` then
-``test`` on its last checkpoint (the stage modules score themselves: :mod:`lit_propulse.evaluation`),
-sequentially and resumably: a finished variant (export + ``.done`` marker) is not trained again, an
-interrupted one resumes from ``checkpoints/last.ckpt``, a finished evaluation (``test/report.json``) is
-reused. A variant that fails is reported in its row and the grid goes on.
+Each variant is a YAML delta that names the stage it modifies in its ``variant_of:`` key
+(``variant_of: ewplus``, as in ``experiments/ablations/``); it runs as ``fit --config <base-dir>/ewplus.yaml
+--config <variant> --trainer.default_root_dir <out>/<variant>`` then ``test`` on its last checkpoint (the
+stage modules score themselves: :mod:`lit_propulse.evaluation`), sequentially and resumably
+(:func:`lit_propulse.runs.plan_stage`): a finished variant (export + ``.done`` marker) is not trained
+again, an interrupted one resumes from ``checkpoints/last.ckpt``, a finished evaluation
+(``test/report.json``) is reused. A variant that fails is reported in its row and the grid goes on.
 
     python -m lit_propulse grid --variants experiments/ablations/*.yaml --base-dir experiments/toy \
         --out runs/toy_ablations [--only ew_direct,ewplus_direct] [overrides for every run ...]
@@ -23,9 +24,9 @@ import time
 
 import yaml
 
-from lit_propulse.callbacks.export import done_marker
-from lit_propulse.cli import register_command
+from lit_propulse.cli import VARIANT_KEY, composed_view, register_command
 from lit_propulse.core.errors import UserFacingError
+from lit_propulse.runs import last_checkpoint, mark_done, plan_stage
 
 #: report.json keys shown in Table II, with their column titles
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -42,19 +43,17 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def variant_base(path: str) -> str:
-    """The base YAML named on the variant's first line (``# base: ewplus.yaml``)."""
+    """The stage a variant modifies, from its ``variant_of:`` key (``ewplus``): ``<base-dir>/ewplus.yaml``."""
     with open(path) as f:
-        first = f.readline().strip()
-    if not first.startswith("# base:"):
-        raise UserFacingError(f"{path}: the first line must name the base stage YAML, e.g. '# base: ewplus.yaml'")
-    return first.split(":", 1)[1].strip()
+        stage = (yaml.safe_load(f) or {}).get(VARIANT_KEY)
+    if not isinstance(stage, str) or not stage or "/" in stage:
+        raise UserFacingError(f"{path}: needs a '{VARIANT_KEY}: <stage>' key naming the stage YAML it modifies, e.g. '{VARIANT_KEY}: ewplus' (got {stage!r})")
+    return stage if stage.endswith((".yaml", ".yml")) else f"{stage}.yaml"
 
 
 def stage_export_name(config: str) -> str:
-    """The StageExport file name of a stage YAML (``ewplus.pt``)."""
-    with open(config) as f:
-        cfg = yaml.safe_load(f) or {}
-    for cb in (cfg.get("trainer") or {}).get("callbacks") or []:
+    """The StageExport file name of a stage YAML with its bases (``ewplus.pt``)."""
+    for cb in reversed((composed_view(config).get("trainer") or {}).get("callbacks") or []):
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("StageExport"):
             return str((cb.get("init_args") or {}).get("path"))
     raise UserFacingError(f"{config}: has no lit_propulse.callbacks.export.StageExport callback; the grid needs the stage's export")
@@ -124,32 +123,29 @@ def run(argv: list[str]) -> int:
         export = os.path.join(run_dir, export_name)
         test_dir = os.path.join(run_dir, "test")
         configs = ["--config", base, "--config", variant]
-        where = ["--trainer.default_root_dir", run_dir, "--trainer.logger.init_args.save_dir", run_dir]
         row = {"variant": name, "base": os.path.basename(base), "status": "ok"}
         t0 = time.time()
-        if args.force or not (os.path.isfile(export) and os.path.isfile(done_marker(export))):
-            last = os.path.join(run_dir, "checkpoints", "last.ckpt")
-            resume = ["--ckpt_path", last] if os.path.isfile(last) and not args.force else []
+        fit_plan = plan_stage(run_dir, export, "fit", args.force)
+        if not fit_plan.skip:
+            resume = ["--ckpt_path", fit_plan.ckpt_path] if fit_plan.ckpt_path else []
             print(f"[grid] {name}: fit --config {base} --config {variant}" + (" (resuming)" if resume else ""))
-            code, msg = _call(main, ["fit", *configs, *where, *overrides, *resume])
+            code, msg = _call(main, ["fit", *configs, "--trainer.default_root_dir", run_dir, *overrides, *resume])
             if code != 0 or not os.path.isfile(export):
                 row["status"] = f"fit failed: {msg[:160]}" if msg else f"fit failed (exit {code}; see the message above)"
                 rows.append(row)
                 continue
-            with open(done_marker(export), "w") as f:
-                f.write("finished\n")
+            mark_done(export)
         else:
             print(f"[grid] {name}: trained already ({export})")
         report = os.path.join(test_dir, "report.json")
-        if args.force or not os.path.isfile(report):
-            ckpt = os.path.join(run_dir, "checkpoints", "last.ckpt")
+        if not plan_stage(test_dir, report, "test", args.force).skip:
+            ckpt = last_checkpoint(run_dir)
             if not os.path.isfile(ckpt):
                 row["status"] = f"no {ckpt} to evaluate (the base YAML's ModelCheckpoint needs save_last: true)"
                 rows.append(row)
                 continue
             print(f"[grid] {name}: test --ckpt_path {ckpt}")
-            test_where = ["--trainer.default_root_dir", test_dir, "--trainer.logger.init_args.save_dir", test_dir]
-            code, msg = _call(main, ["test", *configs, *test_where, *overrides, "--ckpt_path", ckpt])
+            code, msg = _call(main, ["test", *configs, "--trainer.default_root_dir", test_dir, *overrides, "--ckpt_path", ckpt])
             if code != 0 or not os.path.isfile(report):
                 row["status"] = f"test failed: {msg[:160]}" if msg else f"test failed (exit {code})"
                 rows.append(row)

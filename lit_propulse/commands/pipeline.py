@@ -1,15 +1,16 @@
 """``python -m lit_propulse pipeline --config experiments/toy/pipeline.yaml``: the Pro-PULSE stages in
 order (G_ds -> E_W -> E_W+), each stage's export feeding the next, exactly the ``fit`` commands a
-cluster user runs one by one. A finished stage (its export and the export's ``.done`` marker exist) is skipped unless ``--force``;
-an interrupted one (a ``checkpoints/last.ckpt`` but no marker) resumes from its last checkpoint. Writes
-``<out_dir>/report.md`` with every stage's export, checkpoint, wall time and last validation loss,
-followed by the evaluation stage's report (``command: test``: the metrics table and image grids).
+cluster user runs one by one. A finished stage (its export and the export's ``.done`` marker exist) is
+skipped unless ``--force``; an interrupted one (a ``checkpoints/last.ckpt`` but no marker) resumes from its
+last checkpoint (:func:`lit_propulse.runs.plan_stage`). Writes ``<out_dir>/report.md`` with every stage's
+export, checkpoint, wall time and last validation loss, followed by the evaluation stage's report
+(``command: test``: the metrics table and image grids).
 
 The pipeline file::
 
     out_dir: runs/toy
     stages:
-      - name: gds                                   # run directory <out_dir>/<name>
+      - name: gds                                   # run directory <out_dir>/<name> (trainer.default_root_dir)
         config: experiments/toy/gds.yaml
         export: gds.pt                              # written by the stage's StageExport callback
         links: {}                                   # config key -> name of an earlier stage (its export)
@@ -22,24 +23,32 @@ The pipeline file::
         command: test                               # python -m lit_propulse test (default: fit)
         config: experiments/toy/eval.yaml
         export: report.json                         # written by EvaluationModule into the run directory
-        links: {model.init_args.methods.2.init_args.gds: gds}   # list items by index
+        links: {model.init_args.methods[E_W].init_args.gds: gds}   # a list item by its name
 
-Links are written into a copy of the stage's YAML (``<out_dir>/<name>/pipeline_config.yaml``), so any
-key of the file can be linked, list items included.
+Each stage runs as ``<command> --config <config> --config <out_dir>/<name>/pipeline_links.yaml
+--trainer.default_root_dir <out_dir>/<name>``: the links file sets only the linked keys (a list with a
+linked item, ``methods[E_W]``, is written whole: the one item whose ``init_args.name`` is ``E_W`` changed).
+The stage writes everything (export, checkpoints, logs) in its run directory whatever its logger, so a
+stage may log to CSV, TensorBoard, W&B or nothing (``overrides: [--trainer.logger=false]``).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
 import yaml
 
-from lit_propulse.callbacks.export import done_marker
-from lit_propulse.cli import register_command
+from lit_propulse.cli import composed_view, register_command
 from lit_propulse.core.errors import UserFacingError
+from lit_propulse.runs import last_checkpoint, mark_done, plan_stage
+
+#: a link key's parts: ``name`` (a mapping key) or ``[item]`` (the list item named ``item``)
+_LINK_PART = re.compile(r"\[([^\]]+)\]|([^.\[\]]+)")
 
 
 @dataclass
@@ -76,27 +85,79 @@ def read_pipeline(path: str) -> tuple[str, list[Stage]]:
     return str(spec.get("out_dir", "runs/pipeline")), stages
 
 
-def linked_config(config: str, links: dict[str, str], out_path: str) -> str:
-    """Copy ``config`` to ``out_path`` with each dotted key of ``links`` (integers index lists) set to its value."""
-    with open(config) as f:
-        cfg = yaml.safe_load(f)
+def link_parts(key: str) -> list[str | tuple[str]]:
+    """``model.init_args.methods[E_W].init_args.gds`` -> ``["model", "init_args", "methods", ("E_W",), "init_args", "gds"]``."""
+    parts: list[str | tuple[str]] = []
+    pos = 0
+    for m in _LINK_PART.finditer(key):
+        if key[pos:m.start()] not in ("", "."):
+            break
+        parts.append((m.group(1),) if m.group(1) is not None else m.group(2))
+        pos = m.end()
+    if pos != len(key) or not parts or isinstance(parts[0], tuple):
+        raise UserFacingError(f"pipeline link {key!r}: expected dotted keys, a list item by its name in brackets (model.init_args.methods[E_W].init_args.gds)")
+    return parts
+
+
+def _item_name(item) -> str | None:
+    if isinstance(item, dict):
+        args = item.get("init_args") if isinstance(item.get("init_args"), dict) else item
+        return args.get("name")
+    return None
+
+
+def link_delta(config: str, links: dict[str, str]) -> dict:
+    """The config delta that sets each key of ``links`` to its value in ``config`` (with its bases).
+
+    Mapping keys go into the delta alone (the parser merges them into the stage's config); a key inside
+    a list names the item (``methods[E_W]``: the item whose ``init_args.name`` is ``E_W``) and the whole
+    list, as ``config`` has it, goes into the delta with that item changed (a list is replaced as a
+    whole). Every linked key must already be in ``config`` or a base of it."""
+    view = composed_view(config)
+    delta: dict = {}
     for key, value in links.items():
-        node, parts = cfg, key.split(".")
+        parts = link_parts(key)
+        node, out = view, delta  # out: the delta's node at the same place; None once inside a copied list
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                idx = int(part)
-            elif isinstance(node, dict) and (part in node or last):
-                idx = part
-            else:
-                raise UserFacingError(f"{config}: pipeline link {key!r}: no {'.'.join(parts[:i + 1])!r} in the file")
+            where = f"{config}: pipeline link {key!r}"
+            if isinstance(part, tuple):
+                if not isinstance(node, list):
+                    raise UserFacingError(f"{where}: {part[0]!r} in brackets names a list item, but that key is not a list")
+                hits = [j for j, item in enumerate(node) if _item_name(item) == part[0]]
+                if len(hits) != 1:
+                    names = [_item_name(item) for item in node]
+                    raise UserFacingError(f"{where}: {'no' if not hits else 'several'} list items named {part[0]!r} (names: {names})")
+                if last:
+                    raise UserFacingError(f"{where}: link a key inside the item, e.g. {key}.init_args.<key>")
+                node = node[hits[0]]
+                continue
+            if isinstance(node, list):
+                raise UserFacingError(f"{where}: {'.'.join(map(str, parts[:i]))} is a list: name an item in brackets, e.g. [E_W]")
+            if not isinstance(node, dict) or (part not in node and not last):
+                raise UserFacingError(f"{where}: no {'.'.join(p if isinstance(p, str) else f'[{p[0]}]' for p in parts[:i + 1])!r} in the file or its bases")
             if last:
-                node[idx] = value
+                node[part] = value
+                if out is not None:
+                    out[part] = value
+            elif out is not None and isinstance(node[part], list):
+                out[part] = node[part] = copy.deepcopy(node[part])  # the delta holds the whole list; edits below land in it
+                out = None
+                node = node[part]
             else:
-                node = node[idx]
+                node = node[part]
+                if out is not None:
+                    out = out.setdefault(part, {})
+    return delta
+
+
+def write_links(config: str, links: dict[str, str], out_path: str) -> str:
+    """Write :func:`link_delta` of ``config`` to ``out_path`` (a config file applied after ``config``)."""
+    delta = link_delta(config, links)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False, allow_unicode=True)
+        f.write(f"# pipeline links for {config}: the earlier stages' exports of this pipeline run\n")
+        yaml.safe_dump(delta, f, sort_keys=False, allow_unicode=True)
     return out_path
 
 
@@ -130,38 +191,36 @@ def run(argv: list[str]) -> int:
     for stage in stages:
         run_dir = os.path.join(out_dir, stage.name)
         export = exports[stage.name]
-        finished = os.path.isfile(export) and (stage.command == "test" or os.path.isfile(done_marker(export)))
-        if finished and not args.force:
+        plan = plan_stage(run_dir, export, stage.command, args.force)
+        if plan.skip:
             print(f"[pipeline] {stage.name}: {export} exists, skipped (--force to re-run)")
             rows.append((stage, "skipped (exists)", "-"))
             continue
-        last = os.path.join(run_dir, "checkpoints", "last.ckpt")
-        resume = stage.command == "fit" and not args.force and os.path.isfile(last)
         print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} --config {stage.config} (run dir {run_dir})")
-        config = stage.config
+        configs = ["--config", stage.config]
         if stage.links:
-            config = linked_config(stage.config, {k: exports[v] for k, v in stage.links.items()}, os.path.join(run_dir, "pipeline_config.yaml"))
-        cli = [stage.command, "--config", config, "--trainer.default_root_dir", run_dir, "--trainer.logger.init_args.save_dir", run_dir]
+            links = write_links(stage.config, {k: exports[v] for k, v in stage.links.items()}, os.path.join(run_dir, "pipeline_links.yaml"))
+            configs += ["--config", links]
+        cli = [stage.command, *configs, "--trainer.default_root_dir", run_dir]
         cli += list(stage.overrides) + ([] if stage.command == "test" else list(args.overrides)) + list(extra)
-        if resume:  # an interrupted stage (checkpoint, no finished marker) continues where it stopped
-            print(f"[pipeline] {stage.name}: interrupted earlier, resuming from {last}")
-            cli += ["--ckpt_path", last]
+        if plan.ckpt_path:  # an interrupted stage (checkpoint, no finished marker) continues where it stopped
+            print(f"[pipeline] {stage.name}: interrupted earlier, resuming from {plan.ckpt_path}")
+            cli += ["--ckpt_path", plan.ckpt_path]
         t0 = time.time()
         code = main(cli)
         if code != 0:
             return code
-        if stage.command == "fit" and os.path.isfile(export):
-            with open(done_marker(export), "w") as f:  # the fit completed (also when resumed at its end)
-                f.write("finished\n")
         if not os.path.isfile(export):
             raise UserFacingError(f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?")
+        if stage.command == "fit":
+            mark_done(export)  # the fit completed (also when resumed at its very end)
         rows.append((stage, f"{time.time() - t0:.0f} s", _last_val(run_dir) if stage.command == "fit" else "-"))
     report = os.path.join(out_dir, "report.md")
     os.makedirs(out_dir, exist_ok=True)
     with open(report, "w") as f:
         f.write(f"# Pro-PULSE pipeline: {args.config}\n\n| stage | config | export | checkpoint | wall time | last validation |\n|---|---|---|---|---|---|\n")
         for stage, wall, val in rows:
-            ck = os.path.join(out_dir, stage.name, "checkpoints", "last.ckpt")
+            ck = last_checkpoint(os.path.join(out_dir, stage.name))
             f.write(f"| {stage.name} | `{stage.config}` | `{exports[stage.name]}` | `{ck if os.path.isfile(ck) else '-'}` | {wall} | {val} |\n")
         f.write("\nValidation panels: `<stage>/images/val_latest.png` (columns in `<stage>/images/columns.txt`).\n")
         for stage in stages:
