@@ -37,20 +37,23 @@ def encode_ws(
 
     ``encoder`` an E_W (one w, repeated: Eq. (4), Sec. III-D) or an E_W+ read up to ``scale`` and
     completed with E_W's w (``guidance="ew"``) or the mean latent (``"latent_avg"``): Eq. (10), Sec. III-E.
+    When E_W+ produces every row (the full scale: q = 0 in Eq. (10)) E_W is not called at all.
     """
     if isinstance(encoder, EWPlusEncoder):
         if scale is None:
             raise ValueError("an E_W+ encoder needs the progressive scale reached (scale=...)")
+        if guidance not in ("ew", "latent_avg"):
+            raise ValueError(f"guidance must be 'ew' or 'latent_avg', got {guidance!r}")
         wplus = encoder.forward_scales(lr, int(scale))  # [B, num_ws_up_to(scale), w_dim]
+        if wplus.shape[1] == G.num_ws:
+            return wplus  # [B, num_ws, w_dim]: no row left for E_W's w to fill
         if guidance == "ew":
             if ew_encoder is None:
                 raise ValueError("guidance='ew' needs the trained E_W (ew_encoder=...)")
             with torch.no_grad():
                 base = ew_encoder(lr)  # [B, w_dim]
-        elif guidance == "latent_avg":
-            base = G.latent_avg.expand(lr.shape[0], -1)
         else:
-            raise ValueError(f"guidance must be 'ew' or 'latent_avg', got {guidance!r}")
+            base = G.latent_avg.expand(lr.shape[0], -1)
         return compose_wplus(wplus, base.to(wplus.dtype), G.num_ws)
     w = encoder(lr)  # [B, w_dim]
     return G.to_ws(w)  # [B, num_ws, w_dim]
@@ -63,7 +66,8 @@ class ProPulseUpsampler(nn.Module):
         gds: the deeply-supervised generator (G_ds stage export).
         encoder: E_W (EWEncoder) or E_W+ (EWPlusEncoder).
         ew_encoder: the base E_W that fills the rows E_W+ does not produce (guidance "ew"); None for
-            an E_W-only upsampler or guidance "latent_avg".
+            an E_W-only upsampler, guidance "latent_avg", or an E_W+ at the full scale (E_W+ then
+            produces every row and E_W is never called).
         scale: the progressive scale E_W+ reached (None = the generator's size; ignored for E_W).
         guidance: see :func:`encode_ws`.
         noise: generator noise: "const" (stored maps: deterministic, as in training) or "random".
@@ -79,12 +83,12 @@ class ProPulseUpsampler(nn.Module):
         noise: Literal["const", "random"] = "const",
     ) -> None:
         super().__init__()
-        if isinstance(encoder, EWPlusEncoder) and guidance == "ew" and ew_encoder is None:
-            raise ValueError("an E_W+ upsampler with guidance='ew' needs ew_encoder (the trained E_W)")
+        self.scale = int(scale) if scale is not None else gds.size
+        if isinstance(encoder, EWPlusEncoder) and guidance == "ew" and ew_encoder is None and self.scale < gds.size:
+            raise ValueError(f"an E_W+ upsampler at scale {self.scale} < {gds.size} with guidance='ew' needs ew_encoder (the trained E_W)")
         self.gds = gds
         self.encoder = encoder
         self.ew_encoder = ew_encoder
-        self.scale = int(scale) if scale is not None else gds.size
         self.guidance = guidance
         self.noise = noise
         self.requires_grad_(False).eval()

@@ -87,6 +87,7 @@ EXPORTABLE: dict[str, str] = {
     "lit_propulse.networks.encoders.EWEncoder": "lit_propulse.networks.encoders:EWEncoder",
     "lit_propulse.networks.encoders.EWPlusEncoder": "lit_propulse.networks.encoders:EWPlusEncoder",
     "lit_propulse.networks.attribute_classifier.AttributeClassifier": "lit_propulse.networks.attribute_classifier:AttributeClassifier",
+    "lit_propulse.networks.psp.GradualStyleEncoder": "lit_propulse.networks.psp:GradualStyleEncoder",
 }
 
 

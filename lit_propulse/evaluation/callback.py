@@ -8,7 +8,8 @@ for the batch, and this callback scores it:
   (``val/attr_diff``, ``val/psnr``, ``val/l_ds``, ``val/success_rate``, ...);
 * on ``python -m lit_propulse test --config experiments/toy/ewplus.yaml --ckpt_path ...`` (and in the
   ablation grid), the full suite on the whole test split: ``report.json`` / ``report.md`` / ``grid.png`` /
-  ``strip.png`` in the run directory, with the runtime and FLOPs of the module's forward.
+  ``strip.png`` in the run directory, with the runtime (per image at batch 1, mean and median; throughput
+  at the test batch size) and FLOPs (2 x MACs) of the module's forward (see :mod:`.module`).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class StageEvaluation(pl.Callback):
         grid_images: test images shown in ``grid.png`` / ``strip.png``.
         output_dir: where the report goes; None = the run directory.
         title: the report's heading; None = "<module class> (python -m lit_propulse test)".
+        runtime_images: test images upsampled alone (batch 1) for the runtime per image; 0 = none.
     """
 
     def __init__(
@@ -54,8 +56,12 @@ class StageEvaluation(pl.Callback):
         grid_images: int = 8,
         output_dir: str | None = None,
         title: str | None = None,
+        runtime_images: int = 8,
     ) -> None:
         super().__init__()
+        if runtime_images < 0:
+            raise ValueError(f"runtime_images must be >= 0, got {runtime_images}")
+        self.runtime_images = int(runtime_images)
         bad = set(val_metrics or []) - set(MetricSuite.keys)
         if bad:
             raise ValueError(f"val_metrics {sorted(bad)} are not metric keys; choose from {list(MetricSuite.keys)}")
@@ -95,10 +101,11 @@ class StageEvaluation(pl.Callback):
     # -- test: the full suite and the report ----------------------------------------------------
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.metrics.to(pl_module.device)
-        self._run = EvaluationRun(self.metrics, [self._method_name(pl_module)], self.grid_images)
+        self._run = EvaluationRun(self.metrics, [self._method_name(pl_module)], self.grid_images, self.runtime_images)
 
     def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: SRBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self._run.names[0]
+        self._run.time_batch1(name, lambda one: pl_module(one.lr), batch, True, pl_module.device)
         if name not in self._run.flops:
             self._run.flops[name] = count_flops(lambda one: pl_module(one.lr), batch)
             pl_module(batch.lr)  # warm-up: the first call pays for allocations / kernel selection

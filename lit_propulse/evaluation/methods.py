@@ -3,12 +3,19 @@
 * :class:`SRMethod`: one row of the comparison, ``upsample(batch) -> ImageOutput`` and its FLOPs per image.
 * :class:`BicubicMethod`; :class:`ProPulseMethod` (E_W+ with E_W guidance, Eq. (10), or E_W alone,
   Eq. (4), from the stages' exports); :class:`PULSEMethod` (the per-image latent search of Menon et
-  al. 2020; FLOPs counted as Pro-PULSE Sec. IV-C does: every step's forward plus a backward of 2x
-  its forward); :class:`ModuleMethod` (any module whose ``forward(lr)`` returns an ``ImageOutput``).
+  al. 2020, preset "corrected" or "published"; FLOPs counted as Pro-PULSE Sec. IV-B does: every
+  step's forward plus a backward of 2x its forward); :class:`ModuleMethod` (any module whose
+  ``forward(lr)`` returns an ``ImageOutput``).
+
+FLOPs convention: :func:`count_flops` uses ``torch.utils.flop_counter.FlopCounterMode``, which counts
+**2 FLOPs per multiply-accumulate** (FLOPs = 2 x MACs) of matmuls and convolutions only (elementwise
+ops, normalisations and activations are not counted). Tools such as thop/ptflops report MACs and
+often call them FLOPs; the report gives both columns (:data:`FLOPS_CONVENTION`).
 """
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -20,8 +27,26 @@ from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.files import needs_file
 from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.pulse import PULSEConfig
+from lit_propulse.pulse.config import PRESETS
 
-__all__ = ["BicubicMethod", "ModuleMethod", "PULSEMethod", "ProPulseMethod", "SRMethod", "clamp_output", "count_flops"]
+_DEFAULT_EPS = PULSEConfig.__dataclass_fields__["eps"].default
+
+
+def _preset_name(config: PULSEConfig) -> str:
+    """The preset whose defining settings (returned iterate, GEOCROSS form, Gaussian-fit size) ``config`` has, else "custom"."""
+    for name, p in PRESETS.items():
+        if (config.keep, config.loss.geocross_unit_vectors, config.gaussian_fit_samples) == (p.keep, p.loss.geocross_unit_vectors, p.gaussian_fit_samples):
+            return name
+    return "custom"
+
+__all__ = ["FLOPS_CONVENTION", "BicubicMethod", "ModuleMethod", "PULSEMethod", "ProPulseMethod", "SRMethod", "clamp_output", "count_flops", "item"]
+
+#: How FLOPs are counted (printed in the report's header).
+FLOPS_CONVENTION = (
+    "FLOPs = 2 x MACs (multiply-accumulates) of matmuls and convolutions, counted by torch.utils.flop_counter.FlopCounterMode "
+    "on one image; elementwise ops not counted; MACs = FLOPs / 2. PULSE: steps x (forward + backward counted as 2 x forward), "
+    "as Pro-PULSE Sec. IV-B counts it (DeepSpeed's convention)"
+)
 
 
 def clamp_output(out: ImageOutput) -> ImageOutput:
@@ -29,14 +54,19 @@ def clamp_output(out: ImageOutput) -> ImageOutput:
     return ImageOutput(out.image.clamp(-1, 1), {r: v.clamp(-1, 1) for r, v in out.side_images.items()}, out.ws)
 
 
+def item(batch: SRBatch, i: int) -> SRBatch:
+    """The batch's image ``i`` as a batch of one."""
+    attrs = None if batch.attrs is None else batch.attrs[i : i + 1]
+    return SRBatch(hr=batch.hr[i : i + 1], lr=batch.lr[i : i + 1], index=batch.index[i : i + 1], name=list(batch.name[i : i + 1]), attrs=attrs)
+
+
 def first_item(batch: SRBatch) -> SRBatch:
     """The batch's first image as a batch of one."""
-    attrs = None if batch.attrs is None else batch.attrs[:1]
-    return SRBatch(hr=batch.hr[:1], lr=batch.lr[:1], index=batch.index[:1], name=list(batch.name[:1]), attrs=attrs)
+    return item(batch, 0)
 
 
 def count_flops(upsample, batch: SRBatch) -> float:
-    """FLOPs of ``upsample(one)`` on the batch's first image (``torch.utils.flop_counter``)."""
+    """FLOPs (= 2 x MACs, :data:`FLOPS_CONVENTION`) of ``upsample(one)`` on the batch's first image."""
     one = first_item(batch)
     with FlopCounterMode(display=False) as counter:
         upsample(one)
@@ -64,12 +94,20 @@ class SRMethod(nn.Module, abc.ABC):
     def prepare(self) -> None:
         """Once before the first batch, on the evaluation device (e.g. PULSE's Gaussian fit)."""
 
+    def bind_eps(self, eps: float) -> None:
+        """Use the metric suite's ε (the success threshold on L_DS) wherever the method itself uses one
+        (PULSE's search); called by :class:`~lit_propulse.evaluation.module.EvaluationModule`."""
+
+    def settings(self) -> str:
+        """One line naming the method's settings in the report ("" = nothing to say)."""
+        return ""
+
     @abc.abstractmethod
     def upsample(self, batch: SRBatch) -> ImageOutput:
         """SR of ``batch.lr`` at the size of ``batch.hr``; may use ``batch.index`` (seeds), never ``batch.hr``'s pixels."""
 
     def flops_per_image(self, batch: SRBatch) -> float:
-        """FLOPs of upsampling one image (counted on the batch's first item)."""
+        """FLOPs (= 2 x MACs) of upsampling one image (counted on the batch's first item)."""
         return count_flops(self.upsample, batch)
 
 
@@ -125,25 +163,71 @@ class ProPulseMethod(SRMethod):
 class PULSEMethod(SRMethod):
     """PULSE (Menon et al. 2020): one search per LR, seeded by the dataset index.
 
+    One ε: the search's ε (success threshold and L_DS floor, :class:`~lit_propulse.pulse.PULSEConfig`)
+    is the metric suite's, which scores its success rate; the evaluation module binds it
+    (:meth:`bind_eps`). A different ε set here on purpose (``eps``, or a non-default ``config.eps``)
+    is refused there, naming both values.
+
     Args:
         name: row label.
         generator: StyleGAN2 checkpoint (the one Pro-PULSE uses).
-        config: PULSE settings (:class:`lit_propulse.pulse.PULSEConfig`); None = the official defaults.
+        preset: "corrected" (ours: the best iterate by L_DS, GEOCROSS on unit vectors, a 100k-sample
+            Gaussian fit) or "published" (the official code: the last iterate, GEOCROSS on the raw W
+            rows, a 1M-sample fit); see :data:`lit_propulse.pulse.config.PRESETS`. Named in the report.
+        config: every PULSE setting (:class:`lit_propulse.pulse.PULSEConfig`); None = the preset's.
+            Given, it replaces the preset (``preset`` must then stay "corrected").
+        eps: ε; None = the metric suite's (or ``config.eps`` outside an evaluation module).
+        steps: search steps; None = the preset's / config's (100).
         cache_dir: Gaussian-fit cache (None = the default cache directory).
     """
 
     feedforward = False
 
-    def __init__(self, name: str, generator: str, config: PULSEConfig | None = None, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        generator: str,
+        preset: Literal["corrected", "published"] = "corrected",
+        config: PULSEConfig | None = None,
+        eps: float | None = None,
+        steps: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
         super().__init__(name)
         from lit_propulse.networks.stylegan2 import Generator
         from lit_propulse.pulse import PULSE, GaussianFit
 
-        G = Generator.from_checkpoint(generator)
-        self.config = config if config is not None else PULSEConfig()
+        if config is not None and preset != "corrected":
+            raise ValueError(f"PULSEMethod {name!r}: give either preset={preset!r} or a config, not both")
+        base = config if config is not None else PULSEConfig.preset(preset)
+        overrides = {k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None}
+        self.config = replace(base, **overrides)
+        self.preset = _preset_name(self.config)
+        self._eps_set = eps is not None or (config is not None and config.eps != _DEFAULT_EPS)
         self.cache_dir = cache_dir
+        G = Generator.from_checkpoint(generator)
         self.pulse = PULSE(G, GaussianFit(G.w_dim), self.config)
         self._ready = False
+
+    def bind_eps(self, eps: float) -> None:
+        if float(eps) == self.config.eps:
+            return
+        if self._eps_set:
+            raise ValueError(
+                f"PULSEMethod {self.name!r}: its search uses eps={self.config.eps} but the metric suite scores success at eps={eps}; "
+                "one ε serves both: set it once, as metrics.init_args.eps, and leave the method's eps out"
+            )
+        from lit_propulse.pulse import PULSE
+
+        self.config = replace(self.config, eps=float(eps))
+        fit = self.pulse.gaussian_fit
+        self.pulse = PULSE(self.pulse.generator, fit, self.config)
+
+    def settings(self) -> str:
+        c = self.config
+        keep = "best iterate by L_DS" if c.keep == "best" else "last iterate"
+        gc = "GEOCROSS on unit vectors" if c.loss.geocross_unit_vectors else "GEOCROSS on the raw W rows"
+        return f"PULSE preset '{self.preset}': {keep}, {gc}, Gaussian fit of {c.gaussian_fit_samples:,} z, {c.steps} steps, ε = {c.eps:g}"
 
     def prepare(self) -> None:
         if self._ready:
@@ -163,7 +247,7 @@ class PULSEMethod(SRMethod):
         return ImageOutput(res.image.clamp(-1, 1))
 
     def flops_per_image(self, batch: SRBatch) -> float:
-        """``steps`` x (forward + backward counted as 2x forward) of one search step (Sec. IV-C)."""
+        """``steps`` x (forward + backward counted as 2x forward) of one search step (Pro-PULSE Sec. IV-B)."""
         self.prepare()
         one = first_item(batch)
         pulse = self.pulse

@@ -3,15 +3,29 @@ shares with the stages' self-evaluation (:class:`~lit_propulse.evaluation.callba
 
 ``python -m lit_propulse test --config experiments/toy/eval.yaml`` runs every method on the same test
 images (each image once, also under DDP: the DataModules' test sampler does not pad) and writes the
-report (:mod:`lit_propulse.evaluation.report`). Runtime per image: warm-up, device-synchronised,
-median and interquartile range over batches; FLOPs per image from ``torch.utils.flop_counter``
-(PULSE: every step's forward plus a backward counted as 2x its forward, Pro-PULSE Sec. IV-C).
+report (:mod:`lit_propulse.evaluation.report`).
+
+Speed, as Pro-PULSE Sec. IV-A/B reports it ("the inference time-cost ... using a single GPU", FLOPs):
+
+* **runtime per image at batch 1**: the first ``runtime_images`` test images of the process, each
+  upsampled alone, warm (one untimed batch-1 call first, for feed-forward methods) and
+  device-synchronised around each call; mean and median (``runtime.batch1_mean_s`` / ``batch1_median_s``).
+  PULSE's batch-1 times are whole searches (no warm-up search: it would double its cost).
+* **throughput** at the test loader's batch size: images / second over every test batch (each
+  synchronised, after an untimed warm-up batch for feed-forward methods), ``runtime.throughput_img_s``
+  at ``runtime.batch_size``.
+* **FLOPs per image**: :func:`~lit_propulse.evaluation.methods.count_flops`, 2 x MACs
+  (:data:`~lit_propulse.evaluation.methods.FLOPS_CONVENTION`); PULSE: every step's forward plus a
+  backward counted as 2x its forward (Pro-PULSE Sec. IV-B).
+
+Under DDP each process times its own images; the report shows rank 0's.
 """
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,11 +34,11 @@ from torch import Tensor, nn
 
 from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.outputs import ImageOutput
-from lit_propulse.evaluation.methods import SRMethod
+from lit_propulse.evaluation.methods import SRMethod, item
 from lit_propulse.evaluation.report import write_report
 from lit_propulse.evaluation.suite import MetricSuite
 
-__all__ = ["EvaluationModule", "EvaluationRun", "runtime_summary", "synchronize"]
+__all__ = ["EvaluationModule", "EvaluationRun", "runtime_summary", "synchronize", "time_single_images"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,13 +47,44 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def runtime_summary(per_image_s: list[float]) -> dict[str, float]:
-    """Median and interquartile range of per-image seconds over batches."""
-    if not per_image_s:
-        return {"median_s": math.nan, "q25_s": math.nan, "q75_s": math.nan, "batches": 0}
-    xs = sorted(per_image_s)
-    q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
-    return {"median_s": statistics.median(xs), "q25_s": q[0], "q75_s": q[2], "batches": len(xs)}
+def time_single_images(upsample: Callable[[SRBatch], Any], batch: SRBatch, count: int, warm_up: bool, device: torch.device) -> list[float]:
+    """Seconds of ``upsample`` on each of the batch's first ``count`` images alone (batch 1),
+    device-synchronised around each call; ``warm_up``: one untimed batch-1 call first."""
+    times: list[float] = []
+    for i in range(min(count, len(batch))):
+        one = item(batch, i)
+        if warm_up and i == 0:
+            upsample(one)
+        synchronize(device)
+        t0 = time.perf_counter()
+        upsample(one)
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def runtime_summary(batch1_s: list[float], batches: list[tuple[int, float]] = ()) -> dict[str, float]:
+    """The runtime entry of a method's results.
+
+    ``batch1_s``: seconds per image timed alone (batch 1) -> ``batch1_mean_s``, ``batch1_median_s``,
+    ``batch1_images``. ``batches``: (images, seconds) of every timed test batch -> ``throughput_img_s``
+    (all images / all seconds), ``batch_size`` (the largest batch: the loader's), ``batches``, and
+    the median / interquartile range of per-image seconds over batches (``median_s``, ``q25_s``, ``q75_s``).
+    """
+    out: dict[str, float] = {"batch1_mean_s": math.nan, "batch1_median_s": math.nan, "batch1_images": len(batch1_s)}
+    if batch1_s:
+        out["batch1_mean_s"] = statistics.fmean(batch1_s)
+        out["batch1_median_s"] = statistics.median(batch1_s)
+    batches = list(batches)
+    out.update({"throughput_img_s": math.nan, "batch_size": 0, "batches": len(batches), "median_s": math.nan, "q25_s": math.nan, "q75_s": math.nan})
+    if batches:
+        images, seconds = sum(n for n, _ in batches), sum(t for _, t in batches)
+        out["throughput_img_s"] = images / seconds if seconds > 0 else math.nan
+        out["batch_size"] = max(n for n, _ in batches)
+        xs = sorted(t / n for n, t in batches)
+        q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
+        out.update({"median_s": statistics.median(xs), "q25_s": q[0], "q75_s": q[2]})
+    return out
 
 
 class EvaluationRun:
@@ -50,16 +95,23 @@ class EvaluationRun:
         suite: the metric suite (one collection per method is added and reset here).
         names: the methods' names, in report order.
         grid_images: test images shown in the grid / strip (the first batch's first ones).
+        runtime_images: images timed alone at batch 1 per method (0 = none).
+        settings: method name -> one line naming its settings in the report (e.g. PULSE's preset).
     """
 
-    def __init__(self, suite: MetricSuite, names: list[str], grid_images: int) -> None:
+    def __init__(self, suite: MetricSuite, names: list[str], grid_images: int, runtime_images: int = 8, settings: dict[str, str] | None = None) -> None:
+        if runtime_images < 0:
+            raise ValueError(f"runtime_images must be >= 0, got {runtime_images}")
         self.suite = suite
         self.names = list(names)
         self.grid_images = grid_images
+        self.runtime_images = int(runtime_images)
+        self.settings = {k: v for k, v in (settings or {}).items() if v}
         for n in self.names:
             suite.add_method(n)
             suite.reset(n)
-        self.times: dict[str, list[float]] = {n: [] for n in self.names}
+        self.times: dict[str, list[tuple[int, float]]] = {n: [] for n in self.names}  # (images, seconds) per batch
+        self.batch1: dict[str, list[float]] = {n: [] for n in self.names}  # seconds per image alone
         self.flops: dict[str, float] = {}
         self._cols: list[tuple[str, Tensor]] = []  # the first batch's method columns, in order
         self._strip: dict[int, Tensor] = {}
@@ -69,7 +121,7 @@ class EvaluationRun:
     def add(self, name: str, out: ImageOutput, batch: SRBatch, batch_idx: int, seconds: float, show_sides: bool = False) -> None:
         """Score one batch of ``name``'s outputs (in [-1, 1]) that took ``seconds`` to compute."""
         self.suite.update(name, out, batch)
-        self.times[name].append(seconds / len(batch))
+        self.times[name].append((len(batch), seconds))
         if batch_idx != 0:
             return
         n = self.grid_images  # columns: ... | method's side outputs (low to high) | method's HR | ...
@@ -81,6 +133,12 @@ class EvaluationRun:
             self._strip[batch.hr.shape[-1]] = out.image[:n].detach().cpu()
         self._cols.append((name, out.image[:n].detach().cpu()))
 
+    def time_batch1(self, name: str, upsample: Callable[[SRBatch], Any], batch: SRBatch, warm_up: bool, device: torch.device) -> None:
+        """Time ``name``'s ``upsample`` on images of ``batch`` alone until ``runtime_images`` are timed."""
+        need = self.runtime_images - len(self.batch1[name])
+        if need > 0:
+            self.batch1[name] += time_single_images(upsample, batch, need, warm_up and not self.batch1[name], device)
+
     def grid(self) -> dict[str, Any] | None:
         """``{"cols": [(title, images)], "strip": {r: images}, "lr": images}`` of the first batch (None before it)."""
         if self._lr is None:
@@ -88,12 +146,16 @@ class EvaluationRun:
         return {"cols": [("LR", self._lr), *self._cols, ("GT", self._gt)], "strip": dict(self._strip), "lr": self._lr}
 
     def results(self) -> dict[str, dict[str, Any]]:
-        """Every method's metrics (:meth:`MetricSuite.compute`) plus ``runtime`` and ``flops_per_image``."""
+        """Every method's metrics (:meth:`MetricSuite.compute`) plus ``runtime`` (:func:`runtime_summary`),
+        ``flops_per_image`` (2 x MACs) and ``macs_per_image``."""
         results = {}
         for name in self.names:
             r = self.suite.compute(name)
-            r["runtime"] = runtime_summary(self.times[name])
+            r["runtime"] = runtime_summary(self.batch1[name], self.times[name])
             r["flops_per_image"] = self.flops.get(name, math.nan)
+            r["macs_per_image"] = r["flops_per_image"] / 2
+            if name in self.settings:
+                r["settings"] = self.settings[name]
             results[name] = r
         return results
 
@@ -102,7 +164,8 @@ class EvaluationRun:
         ``out_dir``, None = the run directory)."""
         results = self.results()
         for name, r in results.items():
-            for k, v in r.items():
+            flat = dict(r, **{f"runtime/{k}": v for k, v in r["runtime"].items()})
+            for k, v in flat.items():
                 if isinstance(v, float) and math.isfinite(v):
                     pl_module.log(f"test/{name}/{k}", v, sync_dist=False, rank_zero_only=True)
         if trainer.is_global_zero:
@@ -110,7 +173,7 @@ class EvaluationRun:
 
             count = next(iter(results.values()))["count"]
             write_report(out_dir or run_dir(trainer), title, results, self.suite.skipped, self.suite.labels, count, self.grid(),
-                         device=str(pl_module.device), world_size=trainer.world_size)
+                         device=str(pl_module.device), world_size=trainer.world_size, eps=self.suite.eps)
         return results
 
 
@@ -125,6 +188,8 @@ class EvaluationModule(pl.LightningModule):
         grid_images: test images shown in ``grid.png`` / ``strip.png`` (the first batch's first ones).
         output_dir: where report.json/report.md/grid.png go; None = the run directory.
         title: the report's heading.
+        runtime_images: test images each method upsamples alone (batch 1) for the runtime per image
+            (mean and median); 0 = none. For PULSE each is one more search.
     """
 
     def __init__(
@@ -134,8 +199,11 @@ class EvaluationModule(pl.LightningModule):
         grid_images: int = 8,
         output_dir: str | None = None,
         title: str = "Evaluation",
+        runtime_images: int = 8,
     ) -> None:
         super().__init__()
+        if runtime_images < 0:
+            raise ValueError(f"runtime_images must be >= 0, got {runtime_images}")
         if not methods:
             raise ValueError("methods must list at least one SRMethod")
         names = [m.name for m in methods]
@@ -143,24 +211,27 @@ class EvaluationModule(pl.LightningModule):
             raise ValueError(f"method names must be unique, got {names}")
         self.methods = nn.ModuleList(methods)
         self.metrics = metrics if metrics is not None else MetricSuite()
-        for n in names:
-            self.metrics.add_method(n)
+        for m in methods:
+            m.bind_eps(self.metrics.eps)  # one ε: the search's (PULSE) is the success metric's
+            self.metrics.add_method(m.name)
         self.grid_images = grid_images
+        self.runtime_images = int(runtime_images)
         self.output_dir = output_dir
         self.title = title
         self.results: dict[str, dict[str, Any]] = {}
 
     def on_test_start(self) -> None:
-        self._run = EvaluationRun(self.metrics, [m.name for m in self.methods], self.grid_images)
+        self._run = EvaluationRun(self.metrics, [m.name for m in self.methods], self.grid_images, self.runtime_images, {m.name: m.settings() for m in self.methods})
         for m in self.methods:
             m.prepare()
 
     def test_step(self, batch: SRBatch, batch_idx: int) -> None:
         for method in self.methods:
+            self._run.time_batch1(method.name, method.upsample, batch, method.feedforward, self.device)
             if method.name not in self._run.flops:
                 self._run.flops[method.name] = method.flops_per_image(batch)
                 if method.feedforward:
-                    method.upsample(batch)  # warm-up: the first call pays for allocations / kernel selection
+                    method.upsample(batch)  # warm-up at the batch size: the first call pays for allocations / kernel selection
             synchronize(self.device)
             t0 = time.perf_counter()
             out = method.upsample(batch)

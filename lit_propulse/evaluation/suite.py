@@ -207,7 +207,9 @@ class MetricSuite(nn.Module):
     exists but cannot be used raises (:class:`~lit_propulse.core.errors.WeightsFileError`).
 
     Args:
-        eps: ε of the success rate on L_DS (PULSE's 2e-3; its tables used 1e-3).
+        eps: ε of the success rate on L_DS (PULSE Sec. 3 Eq. (5)): the official code's 2e-3 by default; the
+            paper's tables used 1e-3, which the paper configs set. The one ε of an evaluation: an
+            :class:`~lit_propulse.evaluation.module.EvaluationModule` gives it to PULSE's search too.
         fid: "inception" (Table I: FID on Inception features from ``inception_weights``), "attributes"
             (FID on the attribute classifier's features — the toy domain's "toy-FID", labelled as such)
             or "none".

@@ -10,50 +10,96 @@
 | Eq. (7) L_id = 1 - cos(id(I_o), id(I_GT)) | :class:`IdentityLoss` |
 | Eq. (8), (9) WGAN L_adv and L_D | :mod:`lit_propulse.losses.gan` |
 
-Norms: the papers' ||.||^2 divided by the element count S_r (Eq. (2)) is the mean squared error per
-element; we use that normalisation for Eq. (2), (3) and (6) alike (Eq. (6) prints no 1/S_r, but the
-unnormalised sum would weight scales by their pixel count, against the 1/N average the equation
-takes). Every term is averaged over the batch. All downscaling is :func:`lit_propulse.core.downscale.downscale`.
+Normalisation (``norm``, one argument of :class:`GdsLoss` and :class:`EncoderLoss`):
+
+* ``"mean"`` (default): every ||.||^2 is a mean over all its elements (channels included), for
+  Eq. (2), (3) and (6) alike: F.mse_loss, as pSp (whose training setting the paper follows) computes
+  its L2. The terms then have comparable magnitudes at the paper's weights (lambda_rec = lambda_id = 1,
+  lambda_adv = 0.01).
+* ``"paper"``: the equations as printed. Eq. (2): ||.||^2 / S_r with S_r = r^2, the image's spatial
+  size (a sum over the 3 channels: 3x "mean"); Eq. (3): ||.||^2 / S_r with S_r the feature map's
+  spatial size (a sum over VGG's 512 channels: 512x "mean"); Eq. (6): no 1/S_r at all, the plain
+  sum of squares over the LR grid (3 l^2 values: 768x "mean" at LR 16). Every term of Eq. (6) is at
+  the LR size, so the sum weights the N scales equally too; what changes is L_rec's weight relative
+  to L_id and L_adv.
+
+docs/paper-setting.md argues the default. Every term is averaged over the batch (per image first).
+All downscaling is :func:`lit_propulse.core.downscale.downscale`.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.downscale import downscale
+from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.losses.gan import WGANGeneratorLoss
+
+Norm = Literal["mean", "paper"]
+_NORMS = ("mean", "paper")
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in _NORMS:
+        raise ValueError(f"norm must be 'mean' (per-element means) or 'paper' (the equations as printed), got {norm!r}")
+
+
+def squared_error(x: Tensor, y: Tensor, divide_by: Literal["elements", "spatial", "none"]) -> Tensor:
+    """||x - y||^2 per batch item, divided by its element count, its spatial size H*W, or nothing,
+    then averaged over the batch: [B, C, H, W] x2 -> scalar."""
+    per_item = (x - y).square().flatten(1).sum(1)  # [B]
+    if divide_by == "elements":
+        per_item = per_item / x[0].numel()
+    elif divide_by == "spatial":
+        per_item = per_item / (x.shape[-1] * x.shape[-2])
+    return per_item.mean()
 
 
 class SidePixelLoss(nn.Module):
-    """Eq. (2): 1/M sum_r MSE(I_o^r, DS_r(I_o^final)) over the M side outputs. The target is detached:
-    the branches learn to match the frozen generator's image, not the reverse."""
+    """Eq. (2): 1/M sum_r 1/S_r ||I_o^r - DS_r(I_o^final)||^2 over the M side outputs. The target is
+    detached: the branches learn to match the frozen generator's image, not the reverse.
+
+    Args:
+        norm: "mean" = S_r the element count (per-element MSE); "paper" = S_r = r^2 (spatial).
+    """
+
+    def __init__(self, norm: Norm = "mean") -> None:
+        super().__init__()
+        _check_norm(norm)
+        self.norm = norm
 
     def forward(self, out: ImageOutput) -> Tensor:
         final = out.image.detach().float()
-        terms = [F.mse_loss(img.float(), downscale(final, r)) for r, img in out.side_images.items()]
+        divide_by = "elements" if self.norm == "mean" else "spatial"
+        terms = [squared_error(img.float(), downscale(final, r), divide_by) for r, img in out.side_images.items()]
         return torch.stack(terms).mean()
 
 
 class SidePerceptualLoss(nn.Module):
-    """Eq. (3): 1/M sum_r MSE(VGG(I_o^r), VGG(DS_r(I_o^final))) with VGG-16 conv4_2 features.
+    """Eq. (3): 1/M sum_r 1/S_r ||VGG(I_o^r) - VGG(DS_r(I_o^final))||^2 with VGG-16 conv4_2 features.
 
     Args:
         vgg: a frozen feature network mapping [B, 3, H, W] in [-1, 1] to features (VGGPerceptual).
+        norm: "mean" = S_r the feature map's element count; "paper" = its spatial size h*w.
     """
 
-    def __init__(self, vgg: nn.Module) -> None:
+    def __init__(self, vgg: nn.Module, norm: Norm = "mean") -> None:
         super().__init__()
+        _check_norm(norm)
         self.vgg = vgg
+        self.norm = norm
 
     def forward(self, out: ImageOutput) -> Tensor:
         final = out.image.detach().float()
+        divide_by = "elements" if self.norm == "mean" else "spatial"
         terms = []
         for r, img in out.side_images.items():
             with torch.no_grad():
                 target = self.vgg(downscale(final, r))
-            terms.append(F.mse_loss(self.vgg(img.float()), target))
+            terms.append(squared_error(self.vgg(img.float()), target, divide_by))
         return torch.stack(terms).mean()
 
 
@@ -63,17 +109,20 @@ class GdsLoss(nn.Module):
     Args:
         lambda_pp: weight of the perceptual term (1 in the paper); 0 = off (no VGG needed).
         vgg: the VGG-16 feature network; required when lambda_pp > 0.
+        norm: the 1/S_r of Eq. (2)/(3): "mean" (per-element means, the default) or "paper"
+            (spatial sizes, as printed); see the module docstring.
     """
 
-    def __init__(self, lambda_pp: float = 1.0, vgg: nn.Module | None = None) -> None:
+    def __init__(self, lambda_pp: float = 1.0, vgg: nn.Module | None = None, norm: Norm = "mean") -> None:
         super().__init__()
+        _check_norm(norm)
         if lambda_pp < 0:
             raise ValueError(f"lambda_pp must be >= 0, got {lambda_pp}")
         if lambda_pp > 0 and vgg is None:
             raise ValueError(f"lambda_pp = {lambda_pp} needs a VGG-16 feature network (vgg=...); set lambda_pp: 0 to train without it")
         self.lambda_pp = float(lambda_pp)
-        self.pix = SidePixelLoss()
-        self.pp = SidePerceptualLoss(vgg) if lambda_pp > 0 else None
+        self.pix = SidePixelLoss(norm)
+        self.pp = SidePerceptualLoss(vgg, norm) if lambda_pp > 0 else None
 
     def forward(self, out: ImageOutput) -> tuple[Tensor, dict[str, Tensor]]:
         logs = {"loss/gds/pix": self.pix(out)}
@@ -86,22 +135,27 @@ class GdsLoss(nn.Module):
 
 
 class MultiScaleReconstructionLoss(nn.Module):
-    """Eq. (6): L_rec = 1/N sum_r' MSE(I_LR, DS_LR(I_o^r')) over the N output scales (every side
+    """Eq. (6): L_rec = 1/N sum_r' ||I_LR - DS_LR(I_o^r')||^2 over the N output scales (every side
     output and the final image; N = 6 for 16 -> 1024).
 
     Args:
         use_side_outputs: False = only the final image (N = 1; the "without G_ds" ablation).
+        norm: "mean" = per-element MSE (the default); "paper" = the plain sum of squares, as printed
+            (no 1/S_r).
     """
 
-    def __init__(self, use_side_outputs: bool = True) -> None:
+    def __init__(self, use_side_outputs: bool = True, norm: Norm = "mean") -> None:
         super().__init__()
+        _check_norm(norm)
         self.use_side_outputs = use_side_outputs
+        self.norm = norm
 
     def per_scale(self, out: ImageOutput, lr: Tensor) -> dict[int, Tensor]:
-        """MSE against the LR for each output scale r' (for logging per scale)."""
+        """||I_LR - DS_LR(I_o^r')||^2 (normalised per ``norm``) for each output scale r' (for logging per scale)."""
         scales = out.all_scales() if self.use_side_outputs else {out.image.shape[-1]: out.image}
         lr = lr.float()
-        return {r: F.mse_loss(downscale(img.float(), lr.shape[-1]), lr) for r, img in scales.items()}
+        divide_by = "elements" if self.norm == "mean" else "none"
+        return {r: squared_error(downscale(img.float(), lr.shape[-1]), lr, divide_by) for r, img in scales.items()}
 
     def forward(self, out: ImageOutput, lr: Tensor) -> Tensor:
         return torch.stack(list(self.per_scale(out, lr).values())).mean()
@@ -137,6 +191,8 @@ class EncoderLoss(nn.Module):
         lambda_adv: weight of Eq. (8) (0.01).
         identity_net: required when lambda_id > 0.
         use_side_outputs: L_rec over every output scale (True) or the final image only (False).
+        norm: Eq. (6)'s normalisation: "mean" (per-element MSE, the default) or "paper" (the plain
+            sum, as printed); see the module docstring.
     """
 
     def __init__(
@@ -146,6 +202,7 @@ class EncoderLoss(nn.Module):
         lambda_adv: float = 0.01,
         identity_net: nn.Module | None = None,
         use_side_outputs: bool = True,
+        norm: Norm = "mean",
     ) -> None:
         super().__init__()
         weights = {"rec": lambda_rec, "id": lambda_id, "adv": lambda_adv}
@@ -157,7 +214,7 @@ class EncoderLoss(nn.Module):
         if lambda_id > 0 and identity_net is None:
             raise ValueError(f"lambda_id = {lambda_id} needs an identity network (identity_net=...); set lambda_id: 0 to train without it")
         self.weights = {k: float(v) for k, v in weights.items()}
-        self.rec = MultiScaleReconstructionLoss(use_side_outputs)
+        self.rec = MultiScaleReconstructionLoss(use_side_outputs, norm)
         self.id = IdentityLoss(identity_net) if lambda_id > 0 else None
         self.adv = WGANGeneratorLoss()
 

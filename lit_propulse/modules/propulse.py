@@ -5,29 +5,39 @@
 | deeply-supervised generator G_ds | :class:`GdsModule` | Sec. III-C, Eq. (1)-(3) |
 | base encoder E_W | :class:`EWModule` | Sec. III-D, Eq. (4)-(9), Fig. 3 |
 | scale-specific encoder E_W+ | :class:`EWPlusModule` + ProgressiveScaleCallback | Sec. III-E, Eq. (10), Fig. 4 |
-| E2E and the other ablations of Table II | the same modules, configured | Sec. IV-G |
+| E2E (Table II): no G_ds stage; the branches train with E_W, then with E_W+ | :class:`EWModule` then :class:`EWPlusModule` with ``train_side_heads`` | Sec. IV-G 3) |
+| the other ablations of Table II | the same modules, configured | Sec. IV-G |
 
 The modules receive their networks and losses (see ``experiments/*.yaml``) and wire them; the math
 is in :mod:`lit_propulse.losses.propulse`, :mod:`lit_propulse.networks.stylegan2` and
 :mod:`lit_propulse.networks.encoders`. Each stage writes one export file at the end of training
-(:class:`lit_propulse.callbacks.export.StageExport`) that the next stage's YAML loads.
+(:class:`lit_propulse.callbacks.export.StageExport`) that the next stage's YAML loads; an encoder
+stage that trains G_ds's branches (E2E) also writes its G_ds beside it (:func:`gds_export_path`).
+
+E2E, as Sec. IV-G describes it ("training encoder and generator in an end-to-end manner"; "its
+side-outputs are always changing during training"): G_ds is never trained on its own. Its branches
+start fresh on the plain StyleGAN2 and train under Eq. (1) (L_pix + lambda_pp L_pp, lambda_pp = 1 as
+in Sec. IV) together with the encoder under Eq. (5): first with E_W (so E2E has its own E_W, not the
+one trained on the frozen pretrained G_ds), then, continuing the same branches, with E_W+ guided by
+that E_W.
 """
 from __future__ import annotations
 
 import abc
+import os
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.downscale import downscale
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.core.weights import save_module
+from lit_propulse.inference import encode_ws
 from lit_propulse.losses.gan import WGANDiscriminatorLoss
 from lit_propulse.losses.propulse import EncoderLoss, GdsLoss, GradientPenalty
-from lit_propulse.inference import encode_ws
-from lit_propulse.core.weights import save_module
 from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Discriminator
 
@@ -39,7 +49,7 @@ class ExternalWeightsMixin:
     back for exactly those keys, so every other key still loads strictly."""
 
     #: state-dict key prefixes of frozen networks that the config rebuilds
-    external_prefixes: tuple[str, ...] = ("gds.generator.", "loss.id.", "loss.pp.", "ew_encoder.")
+    external_prefixes: tuple[str, ...] = ("gds.generator.", "loss.id.", "loss.pp.", "gds_loss.pp.", "ew_encoder.")
 
     def _is_external(self, key: str) -> bool:
         return key.startswith(self.external_prefixes)
@@ -58,6 +68,13 @@ class ExternalWeightsMixin:
         for k, v in self.state_dict().items():
             if self._is_external(k) and k not in state:
                 state[k] = v
+
+
+def gds_export_path(path: str | os.PathLike) -> str:
+    """Where an encoder stage that trains G_ds's branches (E2E) writes its G_ds: ``e2e_ew.pt`` ->
+    ``e2e_ew_gds.pt`` (a G_ds export, :func:`lit_propulse.networks.gds.load_gds` reads it)."""
+    root, ext = os.path.splitext(str(path))
+    return f"{root}_gds{ext or '.pt'}"
 
 
 def _check_shapes(batch: SRBatch, size: int, lr_size: int, who: str) -> None:
@@ -143,15 +160,16 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
         gds: the deeply-supervised generator from the G_ds stage (frozen; its branches train too in
             the E2E variant, ``train_side_heads``).
         loss: Eq. (5).
-        discriminator: WGAN critic for L_adv/L_D (initialise it from the StyleGAN2 checkpoint's "d");
+        discriminator: WGAN critic for L_adv/L_D (Eq. (8)/(9)), initialised from a StyleGAN2
+            discriminator file of its own (:func:`lit_propulse.networks.checkpoints.load_discriminator`);
             None = no adversarial term (then loss.lambda_adv must be 0).
         lr: Adam learning rate of the encoder (1e-4).
         d_lr: Adam learning rate of the critic (1e-4).
         betas: Adam betas for both.
         gradient_penalty: WGAN-GP weight; 0 = off (the paper's setting).
         train_side_heads: E2E variant: G_ds's branches train together with the encoder, with
-            ``gds_loss`` added (Sec. IV-G "E2E").
-        gds_loss: Eq. (1), required when ``train_side_heads``.
+            ``gds_loss`` added (Sec. IV-G "E2E"); the export then also writes G_ds (:func:`gds_export_path`).
+        gds_loss: Eq. (1), required when ``train_side_heads`` (the paper's lambda_pp = 1 with VGG-16).
         noise: the generator's noise: "const" (its stored maps, deterministic outputs) or "random".
     """
 
@@ -245,6 +263,12 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=b)
         self.log("rec", logs.get("loss/rec", total.detach()), prog_bar=True, batch_size=b)
 
+    def export_gds(self, path: str) -> None:
+        """E2E (``train_side_heads``): write G_ds with the branches trained here to
+        :func:`gds_export_path` of the stage's export ``path``; otherwise nothing (G_ds is frozen)."""
+        if self.gds_loss is not None:
+            self.gds.save(gds_export_path(path))
+
     def _critic_backward(self, d_loss: Tensor) -> None:
         """The critic's backward. Under DDP the wrapped module's reducer serves the encoder's backward
         (one per forward); a second reducer pass per forward desynchronises the ranks' collectives
@@ -333,7 +357,9 @@ class EWModule(EncoderStageModule):
         return list(self.encoder.parameters())
 
     def export(self, path: str) -> None:
+        """Write E_W to ``path`` (and, in E2E, the co-trained G_ds to :func:`gds_export_path`)."""
         save_module(self.encoder, path)
+        self.export_gds(path)
 
 
 class EWPlusModule(EncoderStageModule):
@@ -382,7 +408,7 @@ class EWPlusModule(EncoderStageModule):
         # the scale reached; saved in checkpoints so inference after training uses it
         self.register_buffer("active_scale", torch.tensor(self.gds.size))
 
-    def train(self, mode: bool = True) -> "EWPlusModule":
+    def train(self, mode: bool = True) -> EWPlusModule:
         super().train(mode)
         if self.ew_encoder is not None:
             self.ew_encoder.eval()
@@ -405,4 +431,6 @@ class EWPlusModule(EncoderStageModule):
         return list(self.encoder.parameters())
 
     def export(self, path: str) -> None:
+        """Write E_W+ with its progressive scale to ``path`` (and, in E2E, G_ds to :func:`gds_export_path`)."""
         save_module(self.encoder, path, extra={"active_scale": int(self.active_scale)})
+        self.export_gds(path)

@@ -34,8 +34,10 @@ from lit_propulse.core.weights import safe_load
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 
 __all__ = [
+    "D_SOURCE",
     "PORT_HINT",
     "SG2_SOURCE",
+    "discriminator_file_problem",
     "infer_discriminator_arch",
     "infer_generator_arch",
     "load_checkpoint_file",
@@ -43,6 +45,7 @@ __all__ = [
     "load_exact",
     "load_generator",
     "ours_to_port",
+    "peek_keys",
     "port_to_ours",
     "read_discriminator",
     "read_generator",
@@ -60,6 +63,19 @@ SG2_SOURCE = (
     "a StyleGAN2 checkpoint in the rosinality/stylegan2-pytorch layout: stylegan2-ffhq-config-f.pt (converted "
     "from NVlabs' FFHQ config-f with the port's convert_weight.py, as pSp/e4e distribute it), or one trained here "
     "(python -m lit_propulse fit --config experiments/toy/stylegan2.yaml)"
+)
+
+#: Where Pro-PULSE's WGAN critic comes from (Eq. (8)/(9); the missing-file registry prints it). The file
+#: pSp/e4e distribute as stylegan2-ffhq-config-f.pt is the converter's output *without* its --disc
+#: option, {"g_ema", "latent_avg"} only, so the critic needs its own file.
+D_SOURCE = (
+    "the StyleGAN2 discriminator 'd' in the rosinality/stylegan2-pytorch layout, its own file (config key "
+    "model.init_args.discriminator.init_args.path): convert NVIDIA's stylegan2-ffhq-config-f.pkl with the port's "
+    "convert_weight.py --disc (python convert_weight.py --repo <NVlabs/stylegan2 clone> --disc stylegan2-ffhq-config-f.pkl; "
+    "the output holds g_ema, latent_avg and d), or NVIDIA's PyTorch pickle of the same network (stylegan2-ffhq-1024x1024.pkl, "
+    "listed in NVlabs/stylegan3's README; a .pkl is read as data), or a port trainer checkpoint ({'g', 'd', 'g_ema', ...}); the "
+    "stylegan2-ffhq-config-f.pt that pSp/e4e distribute has no 'd'. Without a critic set lambda_adv: 0 and "
+    "discriminator: null (the 'without L_adv' ablation, not the paper's setting)"
 )
 
 #: The format tag of our own saves (informational: loading goes by keys and shapes, never by this tag).
@@ -100,6 +116,10 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     path = str(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: file not found; {PORT_HINT}")
+    if path.lower().endswith(".pkl"):  # NVIDIA StyleGAN2-ADA pickle: read as data (nothing in it runs), in the port's layout
+        from lit_propulse.networks.nvidia_pkl import read_nvidia_pkl
+
+        return read_nvidia_pkl(path)
     what = f"{PORT_HINT} (NVlabs .pkl networks must be converted first, with the port's convert_weight.py)"
     ckpt = safe_load(path, what, error=CheckpointError, allowed_globals=[argparse.Namespace])
     if not isinstance(ckpt, dict):
@@ -158,7 +178,7 @@ def _pick_state(ckpt: dict[str, Any], path: str, key: str, kind: str) -> dict[st
     if all(isinstance(v, Tensor) for v in ckpt.values()) and any(k.startswith(("style.", "convs.", "final_conv")) for k in ckpt):
         return ckpt  # a bare state dict
     found = sorted(str(k) for k in ckpt)[:12]
-    raise CheckpointError(f"{path}: no {kind} state dict under key {key!r}; found keys {found}; {PORT_HINT}")
+    raise CheckpointError(f"{path}: no {kind} state dict under key {key!r}; found keys {found}; {D_SOURCE if kind == 'discriminator' else PORT_HINT}")
 
 
 def _shape(state: dict[str, Tensor], path: str, key: str) -> torch.Size:
@@ -280,7 +300,39 @@ def load_generator(path: str, key: str = "g_ema", lr_mlp: float | None = None) -
     return Generator.from_checkpoint(path, key=key, lr_mlp=lr_mlp)
 
 
-@needs_file("path", "the pretrained StyleGAN2 checkpoint holding the discriminator 'd'", SG2_SOURCE)
+def peek_keys(path: str | os.PathLike) -> list[str]:
+    """The top-level keys of a checkpoint file without reading its tensors (memory-mapped where the
+    file is in torch's zip format; a legacy file is read whole). Raises what :func:`safe_load` raises."""
+    path = str(path)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not mmap-able (legacy format) or unreadable: the full, checked reader
+        ckpt = load_checkpoint_file(path)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a dict; {PORT_HINT}")
+    return [str(k) for k in ckpt]
+
+
+def discriminator_file_problem(path: str, init_args: dict) -> str | None:
+    """Preflight check of :func:`load_discriminator`'s file (:func:`lit_propulse.core.files.needs_file`):
+    None when it holds a discriminator under ``key`` (or is a bare discriminator state dict), else
+    one line saying what it holds instead. Never raises."""
+    key = str(init_args.get("key") or "d")
+    if path.lower().endswith(".pkl"):
+        return None  # an NVIDIA pickle: its reader checks it when the critic is built
+    try:
+        keys = peek_keys(path)
+    except Exception as e:  # noqa: BLE001 - reported as a line, the run stops before building anything
+        return (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix(f"{path}: ")
+    if key in keys or any(k.startswith("convs.0.0.") for k in keys):
+        return None
+    return f"exists but holds no discriminator under key {key!r} (its keys: {sorted(keys)[:8]})"
+
+
+@needs_file("path", "the WGAN critic's initialisation: a StyleGAN2 checkpoint holding the discriminator 'd'", D_SOURCE, check=discriminator_file_problem)
 def load_discriminator(path: str, key: str = "d") -> Discriminator:
-    """YAML-friendly loader of the checkpoint's discriminator (Pro-PULSE's critic starts from it)."""
+    """YAML-friendly loader of Pro-PULSE's WGAN critic (Eq. (8)/(9)), initialised from a StyleGAN2
+    discriminator: ``class_path: lit_propulse.networks.checkpoints.load_discriminator``. Its file is
+    its own config key (see :data:`D_SOURCE`: the converter's usual output has no "d")."""
     return Discriminator.from_checkpoint(path, key=key)

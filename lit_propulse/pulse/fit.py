@@ -1,6 +1,8 @@
 """The Gaussian fit of the mapping network's output (PULSE, Menon et al., CVPR 2020, App. B 2.4):
 the search's sphere latents reach W through w = LeakyReLU_0.2(latent·std + mean), with mean/std
-fitted to LeakyReLU_5(mapping(z)), z ~ N(0, I).
+fitted to LeakyReLU_5(mapping(z)), z ~ N(0, I). The number of z is ``PULSEConfig.gaussian_fit_samples``:
+100k in the "corrected" preset (sampling error of the per-dimension mean and std about 1/√n ≈ 0.3 %
+of the std; 0.1 % at 1M), 1M as the official code (the "published" preset); each count has its own cache file.
 
 The fit is computed from the loaded generator and cached per mapping-weights hash in a user cache
 dir (:func:`default_cache_dir`), never the working directory. The cache file is read with the

@@ -6,8 +6,9 @@
 * App. B 2.4: latents reach W through the generator's :class:`~lit_propulse.pulse.fit.GaussianFit`.
 * App. B 2.5: noise maps fixed, zero, or the first k trainable on their own sphere (:class:`~lit_propulse.pulse.config.NoiseConfig`).
 * Sec. 3.1 + App. B 2.3: the loss ``100·L_DS + 0.05·GEOCROSS`` (:mod:`lit_propulse.losses.pulse`).
-* Sec. 3.1 Eq. (9) / Sec. 6: ε per image: an item succeeds when its own best L_DS ≤ ε, in any batch
-  size; the best (lowest L_DS) iterate is kept per item (:class:`PULSEResult`).
+* Sec. 3.1 Eq. (9) / Sec. 6: ε per image: an item succeeds when the L_DS of its returned iterate
+  is ≤ ε, in any batch size; the returned iterate is the best (lowest L_DS) per item, or, with
+  ``config.keep="last"`` (the "published" preset), the last one, as the official code returns.
 * Sec. 4.4: one-to-many, :meth:`PULSE.sample`. Every item's initialisation is seeded by
   :func:`lit_propulse.core.seeding.mix_seed`, so a result does not depend on its batch.
 """
@@ -58,14 +59,14 @@ class PULSEStep:
 class PULSEResult:
     """The outcome of one batched PULSE search; every tensor has the batch first.
 
-    image: [B, 3, H, W] the best iterate per item (lowest L_DS over the evaluated steps), raw
-        generator range (clamp to [-1, 1] to save).
+    image: [B, 3, H, W] the returned iterate per item: the best (lowest L_DS over the evaluated
+        steps) or, with ``keep="last"``, the last; raw generator range (clamp to [-1, 1] to save).
     ws: [B, num_ws, w_dim] its w+ (what the synthesis network received).
     latent: [B, L, w_dim] its sphere latents (L = 1 when tiled, else num_ws).
     noise: num_noise maps [B, 1, r, r] (port order) it was generated with.
     loss: [B] its L_DS against the LR the search was given (the degraded LR, if degraded).
     success: [B] bool, ``loss <= eps`` — per item, whatever the batch size.
-    best_step: [B] long, the 0-based step of the best iterate.
+    best_step: [B] long, the 0-based step of the returned iterate (steps - 1 with ``keep="last"``).
     loss_history: [steps, B] L_DS of every evaluated iterate.
     steps: steps run. eps: the threshold used. time_s: wall time of the whole batch.
     seeds: the per-item initialisation seeds.
@@ -129,6 +130,7 @@ class PULSE(nn.Module):
             geocross_weight=cfg.loss.geocross_weight,
             floor=cfg.eps if cfg.loss.clamp_at_eps else None,
             geocross_normalize=cfg.loss.geocross_normalize,
+            geocross_unit_vectors=cfg.loss.geocross_unit_vectors,
         )
 
     @classmethod
@@ -237,7 +239,7 @@ class PULSE(nn.Module):
                 dims.append((1, 2, 3))
         opt = SphericalOptimizer(variables, dims, cfg.optimizer_factory(), lr=cfg.learning_rate)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt.optimizer, lambda s: lr_factor(cfg.lr_schedule, s, cfg.steps))
-        best = _BestIterate(lr.shape[0], lr.device, noise)
+        best = _BestIterate(lr.shape[0], lr.device, noise, keep_last=cfg.keep == "last")
         history = torch.zeros(cfg.steps, lr.shape[0], device=lr.device)
         for step in range(cfg.steps):
             per_layer, ws = self.latent_to_ws(latent)  # [B, num_ws, d] each
@@ -280,7 +282,8 @@ class PULSE(nn.Module):
 
 class _BestIterate:
     """Per item, the evaluated iterate with the lowest L_DS so far (Sec. 3.1 Eq. (9): the result is
-    the best iterate, not the last). Strict ``<``: a tie keeps the earlier step.
+    the best iterate, not the last). Strict ``<``: a tie keeps the earlier step. With ``keep_last``
+    every evaluation replaces it (the official code's returned image, the "published" preset).
 
     Args:
         batch: number of items.
@@ -288,7 +291,8 @@ class _BestIterate:
         noise: the initial noise maps [B, 1, r, r] (replaced at the first evaluation).
     """
 
-    def __init__(self, batch: int, device: torch.device, noise: Sequence[Tensor]) -> None:
+    def __init__(self, batch: int, device: torch.device, noise: Sequence[Tensor], keep_last: bool = False) -> None:
+        self.keep_last = keep_last
         self.loss = torch.full((batch,), math.inf, device=device)  # [B]
         self.step = torch.zeros(batch, dtype=torch.long, device=device)  # [B]
         self.image: Tensor | None = None  # [B, 3, H, W]
@@ -297,7 +301,7 @@ class _BestIterate:
         self.noise = [n.detach().clone() for n in noise]
 
     def update(self, step: int, loss: Tensor, image: Tensor, ws: Tensor, latent: Tensor, noise: Sequence[Tensor]) -> None:
-        better = loss < self.loss  # [B]
+        better = torch.ones_like(loss, dtype=torch.bool) if self.keep_last else loss < self.loss  # [B]
 
         def keep(new: Tensor, old: Tensor | None) -> Tensor:
             if old is None:  # the first evaluation
