@@ -4,7 +4,7 @@ Python files is packaged (a folder without ``__init__.py`` is silently left out 
 Layers, lowest first (``docs/design.md``):
 0 ``lit_propulse.core``; 1 ``datamodules``, ``lit_propulse.networks``; 2 ``lit_propulse.losses``;
 3 ``lit_propulse.metrics``, ``lit_propulse.pulse``; 4 ``lit_propulse.modules``, ``callbacks``,
-``inference``, ``faces``, ``editing``, ``loggers``, ``runs``; 5 ``lit_propulse.evaluation``;
+``inference``, ``faces``, ``editing``, ``loggers``, ``runs``, ``refine``, ``dial``, ``samples``; 5 ``lit_propulse.evaluation``;
 6 ``lit_propulse.commands``, ``cli``, ``__main__``. Imports inside functions count too.
 ``datamodules`` is a client of the core: nothing in ``lit_propulse`` below layer 4 imports it.
 """
@@ -33,6 +33,9 @@ LAYERS: dict[str, int] = {
     "lit_propulse.editing": 4,
     "lit_propulse.loggers": 4,
     "lit_propulse.runs": 4,
+    "lit_propulse.refine": 4,
+    "lit_propulse.dial": 4,
+    "lit_propulse.samples": 4,
     "lit_propulse.evaluation": 5,
     "lit_propulse.commands": 6,
     "lit_propulse.cli": 6,

@@ -72,6 +72,13 @@ class Blur(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         return upfirdn2d(x, self.kernel, pad=self.pad, bias=bias)
 
+    def adjoint(self, grad: Tensor) -> Tensor:
+        """The transpose of :meth:`forward` (its input gradient, used by hand-written backward
+        passes): the same FIR with the flipped kernel and the complementary pads
+        (k - 1 - p0, k - 1 - p1), which maps the output size back to the input size."""
+        k = self.kernel.shape[0]
+        return upfirdn2d(grad, self.kernel.flip([0, 1]), pad=(k - 1 - self.pad[0], k - 1 - self.pad[1]))
+
 
 class Upsample(nn.Module):
     """2x FIR upsampling of the skip RGB (port's ``Upsample``)."""

@@ -238,3 +238,23 @@ def test_ew_module_composes_eq4(g64):
     module = EWModule(ew, gds, EncoderLoss(1.0, 0.0, 0.0))
     with torch.no_grad():
         assert row_values(module.compose_ws(lr)) == [EW_VALUE] * gds.num_ws
+
+
+# ----------------------------------------------------------------------------------------------
+# encode_ws's arguments (gaps found by benchmarks/mutation_run.sh)
+
+
+def test_encode_ws_guidance_defaults_to_ew_and_bad_arguments_are_named(g64):
+    """Eq. (10) with E_W's guidance unless told otherwise; an E_W+ without the scale reached, without
+    the E_W it needs below the output size, or with an unknown guidance is refused by a message."""
+    import re
+
+    gds, ew, ewp, lr = g64
+    with torch.no_grad():
+        assert row_values(encode_ws(gds.generator, ewp, lr, 32, ew)) == expected_rows(64, SCALES_64, 32, EW_VALUE)
+    with pytest.raises(ValueError, match=re.escape("an E_W+ encoder needs the progressive scale reached (scale=...)")):
+        encode_ws(gds.generator, ewp, lr, None, ew)
+    with pytest.raises(ValueError, match=re.escape("guidance='ew' needs the trained E_W (ew_encoder=...)")):
+        encode_ws(gds.generator, ewp, lr, 32)
+    with pytest.raises(ValueError, match=re.escape("guidance must be 'ew' or 'latent_avg', got 'mean'")):
+        encode_ws(gds.generator, ewp, lr, 32, ew, guidance="mean")

@@ -136,3 +136,37 @@ def test_path_length_tiny_stylegan2_against_its_jacobian():
     penalty, _ = pl(img, x)
     torch.testing.assert_close(penalty.double(), ((lengths - target) ** 2).mean(), rtol=1e-6, atol=1e-10)
     assert penalty.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults and argument checks (gaps found by benchmarks/mutation_run.sh)
+
+
+def test_regulariser_defaults_are_the_documented_ones():
+    """R1 gamma = 10 (StyleGAN2, FFHQ 1024) and the path-length EMA decay 0.01, used when not given."""
+    assert R1Penalty().gamma == 10.0 and PathLengthPenalty().decay == 0.01
+    real = torch.ones(2, 3, 4, 4, requires_grad=True)
+    assert R1Penalty()(real, (2 * real).flatten(1).sum(1, keepdim=True)).item() == pytest.approx(10 / 2 * 4 * 48)
+
+
+def test_r1_gamma_must_be_non_negative_and_zero_is_off():
+    with pytest.raises(ValueError, match=r"R1 gamma must be >= 0, got -1"):
+        R1Penalty(gamma=-1)
+    real = torch.randn(2, 3, 4, 4, requires_grad=True)
+    assert R1Penalty(gamma=0.0)(real, real.square().flatten(1).sum(1, keepdim=True)).item() == 0.0
+    assert R1Penalty(gamma=0.5).gamma == 0.5
+
+
+def test_path_length_noise_scale_on_a_non_square_image():
+    """y ~ N(0, I) / sqrt(H W) with H != W (a 4 x 9 image): the penalty's lengths use H W = 36, not W^2 or H^2."""
+    g = torch.Generator().manual_seed(2)
+    B, num_ws, w_dim, H, W = 2, 3, 4, 4, 9
+    M = torch.randn(num_ws * w_dim, 3 * H * W, generator=g)
+    ws = torch.randn(B, num_ws, w_dim, generator=g).requires_grad_(True)
+    images = (ws.flatten(1) @ M).view(B, 3, H, W)
+    torch.manual_seed(3)
+    _, mean_len = PathLengthPenalty(decay=0.01)(images, ws)
+    torch.manual_seed(3)
+    y = torch.randn(B, 3, H, W) / math.sqrt(H * W)
+    lengths = (y.flatten(1) @ M.T).view(B, num_ws, w_dim).square().sum(2).mean(1).sqrt()
+    assert mean_len.item() == pytest.approx(lengths.mean().item(), rel=1e-5)

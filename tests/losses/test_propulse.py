@@ -296,3 +296,91 @@ def test_gradient_penalty_quadratic_critic_uses_the_interpolates():
     # not the endpoints: the penalty really is taken between real and fake
     for end in (real, fake):
         assert not torch.allclose(got, 10.0 * ((end.flatten(1).norm(dim=1) - 1) ** 2).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults, argument checks, log names (gaps found by benchmarks/mutation_run.sh)
+
+
+class _MeanFeatures(nn.Module):
+    """A stand-in perceptual network: the per-channel mean [B, 3] (Eq. (3)'s VGG(.) replaced by a map
+    whose values are known on constant planes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def test_eq1_lambda_pp_defaults_to_one_and_any_positive_weight_needs_the_network():
+    """Eq. (1) with the paper's lambda_pp = 1 when not given; lambda_pp > 0 (also below 1) without a
+    VGG is refused by name, lambda_pp < 0 too; lambda_pp = 0 needs none."""
+    out = ImageOutput(planes(FINAL, 16), {8: planes(SIDE8, 8)})
+    total, logs = GdsLoss(vgg=_MeanFeatures())(out)
+    pix = mean_sq(SIDE8, FINAL)  # the features of a constant plane are its value: L_pp = L_pix here
+    assert logs["loss/gds/pp"].item() == pytest.approx(pix, rel=1e-5)
+    assert total.item() == pytest.approx(pix + 1.0 * pix, rel=1e-5) and logs["loss/gds/total"].item() == pytest.approx(total.item())
+    with pytest.raises(ValueError, match=r"lambda_pp = 0\.5 needs a VGG-16 feature network \(vgg=\.\.\.\); set lambda_pp: 0"):
+        GdsLoss(lambda_pp=0.5)
+    with pytest.raises(ValueError, match=r"lambda_pp must be >= 0, got -1"):
+        GdsLoss(lambda_pp=-1.0, vgg=_MeanFeatures())
+    assert GdsLoss(lambda_pp=0.0).pp is None
+
+
+def test_eq6_final_image_only_is_keyed_by_its_resolution():
+    """Without side outputs (the "without G_ds" ablation) Eq. (6) has one scale, the final image's,
+    logged as loss/rec/<its resolution>."""
+    lr = planes([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], 4)
+    out = ImageOutput(planes(FINAL, 16), {8: planes(SIDE8, 8)})
+    per_scale = MultiScaleReconstructionLoss(use_side_outputs=False).per_scale(out, lr)
+    assert list(per_scale) == [16] and per_scale[16].item() == pytest.approx(mean_sq(FINAL, [[0.0] * 3] * 2), rel=1e-5)
+    _, logs = EncoderLoss(1.0, 0.0, 0.0, use_side_outputs=False)(out, lr, out.image)
+    assert {k for k in logs if k.startswith("loss/rec/")} == {"loss/rec/16"}
+
+
+def test_eq5_total_is_logged_and_adversarial_weight_needs_logits():
+    g = torch.Generator().manual_seed(7)
+    lr = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    out = ImageOutput(torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, {8: torch.rand(2, 3, 8, 8, generator=g) * 2 - 1})
+    total, logs = EncoderLoss(1.0, 0.0, 0.01)(out, lr, out.image, torch.tensor([[1.0], [3.0]]))
+    assert logs["loss/total"].item() == pytest.approx(total.item()) and not logs["loss/total"].requires_grad
+    assert total.item() == pytest.approx(logs["loss/rec"].item() + 0.01 * -2.0, rel=1e-6)
+    with pytest.raises(ValueError, match=r"lambda_adv > 0 but no discriminator logits were given"):
+        EncoderLoss(1.0, 0.0, 0.01)(out, lr, out.image)
+
+
+def test_gradient_penalty_default_weight_dtype_and_graph():
+    """WGAN-GP's lambda = 10 by default; the interpolation weights are drawn in the images' dtype
+    (float64 here: replayed from the seed); the penalty keeps its graph (create_graph), so it
+    trains the critic."""
+    a = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    a[0, 0, 0, 0] = 2.0  # ||a|| = 2: GP = lambda (2 - 1)^2
+    assert GradientPenalty()(lambda x: (x * a).flatten(1).sum(1, keepdim=True), torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2)).item() == pytest.approx(10.0)
+
+    g = torch.Generator().manual_seed(8)
+    real = torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64)
+    fake = 3 * torch.randn(3, 3, 2, 2, generator=g, dtype=torch.float64)
+    w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)  # the critic's one parameter
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return w * 0.5 * x.flatten(1).square().sum(1, keepdim=True)  # grad_x = w x
+
+    torch.manual_seed(9)
+    got = GradientPenalty(10.0)(critic, real, fake)
+    torch.manual_seed(9)
+    alpha = torch.rand(3, 1, 1, 1, dtype=torch.float64)
+    norms = (alpha * real + (1 - alpha) * fake).flatten(1).norm(dim=1)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, 10.0 * ((0.5 * norms - 1) ** 2).mean(), rtol=1e-12, atol=1e-12)
+    (dw,) = torch.autograd.grad(got, w)  # d/dw 10 mean (w n - 1)^2 = 20 mean (w n - 1) n
+    torch.testing.assert_close(dw, 20.0 * ((0.5 * norms - 1) * norms).mean(), rtol=1e-10, atol=1e-12)
+
+
+def test_eq5_paper_weights_by_default_and_weight_checks():
+    """lambda_rec = lambda_id = 1, lambda_adv = 0.01 (Sec. IV-A) when not given; a negative weight,
+    all weights 0, or lambda_id > 0 (also below 1) without an identity network are refused by name."""
+    assert EncoderLoss(identity_net=FirstPixels()).weights == {"rec": 1.0, "id": 1.0, "adv": 0.01}
+    with pytest.raises(ValueError, match=r"loss weights must be >= 0, got \{'id': -1\.0\}"):
+        EncoderLoss(1.0, -1.0, 0.0)
+    with pytest.raises(ValueError, match=r"at least one of lambda_rec, lambda_id, lambda_adv must be > 0, got \{'rec': 0\.0, 'id': 0\.0, 'adv': 0\.0\}"):
+        EncoderLoss(0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"lambda_id = 0\.5 needs an identity network \(identity_net=\.\.\.\); set lambda_id: 0"):
+        EncoderLoss(1.0, 0.5, 0.0)

@@ -1,0 +1,85 @@
+"""Pro-PULSE refined to PULSE's consistency criterion, as a row of the comparison:
+:class:`RefineMethod` (:mod:`lit_propulse.refine`: the encoder's w+ optimised per image until
+L_DS <= ε, PULSE Sec. 3 Eq. (5))."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+from lit_propulse.core.batch import SRBatch
+from lit_propulse.core.files import needs_file
+from lit_propulse.core.outputs import ImageOutput
+from lit_propulse.evaluation.methods import SRMethod, clamp_output
+from lit_propulse.refine import RefineConfig, RefinedUpsampler
+
+__all__ = ["RefineMethod"]
+
+_STAGE_SOURCE = "written by that Pro-PULSE stage (python -m lit_propulse fit --config experiments/<stage>.yaml, or the pipeline)"
+
+
+@needs_file("gds", "the G_ds export (gds.pt)", _STAGE_SOURCE)
+@needs_file("encoder", "an encoder export (ew.pt or ewplus.pt)", _STAGE_SOURCE)
+@needs_file("ew", "the E_W export (ew.pt)", _STAGE_SOURCE)
+class RefineMethod(SRMethod):
+    """Pro-PULSE (or E_W) from stage exports, its w+ refined per image (:class:`~lit_propulse.refine.RefinedUpsampler`).
+
+    One ε, as for PULSE: the refinement stops at the metric suite's ε (bound by the evaluation
+    module, :meth:`bind_eps`); ``config.eps`` is only used outside one. Per-image records (success,
+    steps, L_DS) are kept in :attr:`records` by dataset index (an image timed or FLOP-counted again is
+    counted once); :meth:`settings` summarises them in the report.
+
+    Args:
+        name: row label.
+        gds: the G_ds export (gds.pt).
+        encoder: ewplus.pt (Pro-PULSE) or ew.pt (E_W only).
+        ew: ew.pt, the guidance of an E_W+ (None for E_W only).
+        guidance: "ew" (the paper) or "latent_avg".
+        config: the refinement settings (variant, steps, learning rate, prior).
+        show_sides: render its side outputs through G_ds (one more generator pass per image) and put
+            them into the report's grid; False (default) = the final image only.
+    """
+
+    feedforward = False  # optimises per image: no warm-up run before timing
+
+    def __init__(
+        self,
+        name: str,
+        gds: str,
+        encoder: str,
+        ew: str | None = None,
+        guidance: Literal["ew", "latent_avg"] = "ew",
+        config: RefineConfig | None = None,
+        show_sides: bool = False,
+    ) -> None:
+        super().__init__(name)
+        from lit_propulse.inference import ProPulseUpsampler
+
+        base = ProPulseUpsampler.from_files(gds, encoder, ew=ew, guidance=guidance)
+        self.refined = RefinedUpsampler(base, config if config is not None else RefineConfig(), sides=show_sides)
+        self.show_sides = show_sides
+        self.records: dict[int, dict] = {}  # dataset index -> {success, steps, l_ds, l_ds_encoder}
+
+    @property
+    def config(self) -> RefineConfig:
+        return self.refined.config
+
+    def bind_eps(self, eps: float) -> None:
+        self.refined.config = replace(self.refined.config, eps=float(eps))
+
+    def prepare(self) -> None:
+        self.refined.fit()  # the "sphere" variant's Gaussian fit, once
+
+    def settings(self) -> str:
+        line = self.config.describe()
+        if self.records:
+            n = len(self.records)
+            ok = sum(r["success"] for r in self.records.values())
+            steps = sorted(r["steps"] for r in self.records.values())
+            line += f"; {ok}/{n} images met ε, steps per image mean {sum(steps) / n:.2f}, median {steps[n // 2]}, max {steps[-1]}"
+        return line
+
+    def upsample(self, batch: SRBatch) -> ImageOutput:
+        out = self.refined(batch.lr.float())
+        self.records.update(zip((int(i) for i in batch.index.tolist()), self.refined.last.per_image()))
+        return clamp_output(out)

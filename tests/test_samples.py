@@ -1,0 +1,133 @@
+"""Many answers per input (lit_propulse.samples): the samples differ only in the rows and noise maps
+that are resampled, each sample's L_DS is its own, seeds follow the image, the spread map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_propulse.core.downscale import downscale
+from lit_propulse.inference import ProPulseUpsampler
+from lit_propulse.losses.pulse import downscale_l2
+from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
+from lit_propulse.networks.gds import DeeplySupervisedGenerator
+from lit_propulse.networks.stylegan2 import Generator, num_ws_up_to
+from lit_propulse.pulse.search import noise_resolutions
+from lit_propulse.refine import RefineConfig
+from lit_propulse.samples import SampleConfig, sample_answers, spread_map
+
+W_DIM = 16
+SIZE, LR = 32, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def up() -> ProPulseUpsampler:
+    torch.manual_seed(0)
+    G = Generator(SIZE, style_dim=W_DIM, n_mlp=2, channels={2**k: 16 for k in range(2, SIZE.bit_length())})
+    G.compute_latent_avg(1000)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if "noise" in name:
+                p.fill_(0.2)  # noise that shows (a fresh generator's noise strengths are 0)
+    gds = DeeplySupervisedGenerator(G, lr_size=LR, head_hidden=(8, 8)).eval()
+    small = dict(channels=16, out_channels=W_DIM)
+    ew = EWEncoder(LR, W_DIM, G.num_ws, num_groups=1, rcabs_per_group=1, **small)
+    ewp = EWPlusEncoder(LR, W_DIM, G.num_ws, [16, 32], rcabs_per_branch=1, **small)
+    for enc in (ew, ewp):
+        enc.w_offset.copy_(G.latent_avg)
+    return ProPulseUpsampler(gds, ewp, ew)
+
+
+def lr_batch(n: int = 2) -> torch.Tensor:
+    return torch.rand(n, 3, LR, LR, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def test_samples_differ_only_in_the_resampled_rows_and_noise(up):
+    lr = lr_batch()
+    s = sample_answers(up, lr, SampleConfig(num_samples=4))
+    G = up.gds.generator
+    B, N = 2, 4
+    assert s.images.shape == (B, N, 3, SIZE, SIZE) and s.ws.shape == (B, N, G.num_ws, W_DIM) and s.l_ds.shape == (B, N)
+    # rows of the layers up to the LR's resolution: the encoder's, in every sample
+    first = num_ws_up_to(LR)
+    assert s.first_row == first
+    with torch.no_grad():
+        ws0 = up.encode(lr)
+    assert torch.equal(s.ws[:, :, :first], ws0[:, None, :first].expand(B, N, -1, -1))
+    # the finer rows: different in every sample
+    fine = s.ws[:, :, first:]
+    for b in range(B):
+        for i in range(N):
+            for j in range(i + 1, N):
+                assert not torch.allclose(fine[b, i], fine[b, j])
+    # noise: maps at resolutions <= LR are the stored ones; the finer ones redrawn per sample
+    res = noise_resolutions(SIZE)
+    stored = G.synthesis.stored_noise()
+    assert s.noise_maps == [i for i, r in enumerate(res) if r > LR]
+    for i, r in enumerate(res):
+        if r <= LR:
+            assert torch.equal(s.noise[i], stored[i])
+        else:
+            assert s.noise[i].shape == (B * N, 1, r, r)
+            assert not torch.allclose(s.noise[i][0], s.noise[i][1])
+    # each sample's L_DS is its own image's
+    with torch.no_grad():
+        img = G.synthesis(s.ws.flatten(0, 1), noise=s.noise).image
+    assert torch.allclose(s.images.flatten(0, 1), img, atol=1e-5)
+    expected = downscale_l2(downscale(img.clamp(-1, 1), LR), lr.repeat_interleave(N, 0)).view(B, N)
+    assert torch.allclose(s.l_ds, expected, atol=1e-6)
+    assert s.spread.shape == (B, 1, SIZE, SIZE) and (s.spread > 0).any()
+
+
+def test_nothing_resampled_gives_identical_samples_and_zero_spread(up):
+    lr = lr_batch()
+    s = sample_answers(up, lr, SampleConfig(num_samples=3, rows_above=SIZE, noise_above=SIZE))
+    assert s.noise_maps == [] and s.first_row == up.gds.generator.num_ws
+    assert torch.equal(s.images[:, 0:1].expand_as(s.images), s.images)
+    assert torch.count_nonzero(s.spread) == 0
+    with torch.no_grad():
+        assert torch.allclose(s.images[:, 0], up(lr).image, atol=1e-5)  # = the encoder's one answer
+
+
+def test_strength_zero_keeps_rows_and_resamples_noise_only(up):
+    s = sample_answers(up, lr_batch(), SampleConfig(num_samples=2, strength=0.0))
+    assert torch.equal(s.ws[:, 0], s.ws[:, 1])
+    assert not torch.allclose(s.images[:, 0], s.images[:, 1])
+
+
+def test_samples_follow_the_image_key_not_the_batch(up):
+    lr = lr_batch(3)
+    cfg = SampleConfig(num_samples=2)
+    batch = sample_answers(up, lr, cfg, keys=[10, 11, 12])
+    alone = sample_answers(up, lr[1:2], cfg, keys=[11])
+    assert torch.allclose(alone.ws[0], batch.ws[1], atol=1e-6)
+    assert torch.allclose(alone.images[0], batch.images[1], atol=1e-5)
+
+
+def test_refined_samples_report_their_refined_l_ds(up):
+    lr = lr_batch(1)
+    plain = sample_answers(up, lr, SampleConfig(num_samples=2))
+    refined = sample_answers(up, lr, SampleConfig(num_samples=2), refine_config=RefineConfig(eps=1e-9, max_steps=5, learning_rate=0.05))
+    assert (refined.l_ds < plain.l_ds).all()
+
+
+def test_spread_map_and_config_checks():
+    imgs = torch.zeros(1, 2, 3, 4, 4)
+    imgs[0, 1, :, 0, 0] = 1.0  # one pixel differs between the two samples by 1 in every channel
+    spread = spread_map(imgs)
+    assert spread.shape == (1, 1, 4, 4) and spread[0, 0, 0, 0] == pytest.approx(0.5) and spread.sum() == pytest.approx(0.5)
+    assert torch.count_nonzero(spread_map(imgs[:, :1])) == 0
+    with pytest.raises(ValueError, match="num_samples"):
+        SampleConfig(num_samples=0)
+    with pytest.raises(ValueError, match="strength"):
+        SampleConfig(strength=2.0)
+    with pytest.raises(ValueError, match="power of two"):
+        SampleConfig(rows_above=12)
