@@ -11,6 +11,7 @@ persistent workers, so start-up is excluded).
 
     python benchmarks/data_throughput.py --n 64 --format png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     args = ap.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), Pillow {Image.__version__}, "
-          f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores when > 0.5)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Pillow {Image.__version__}, "
+        f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores when > 0.5)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "img"
         t0 = time.perf_counter()

@@ -4,6 +4,7 @@ which experiments/toy/eval.yaml uses. Toy NIQE values are not comparable with th
 
     python benchmarks/fit_toy_niqe.py [--out lit_propulse/data/niqe_toy_pristine.npz]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ def main() -> None:
     params.save(args.out)
     test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=args.num, num_test=64)
     held = torch.stack([test[i]["hr"] for i in range(len(test))])
-    for name, imgs in (("clean held-out faces", held), ("+ noise 0.1", (held + 0.1 * torch.randn_like(held)).clamp(-1, 1)),
-                       ("bicubic x8 from LR", torch.nn.functional.interpolate(torch.stack([test[i]["lr"] for i in range(len(test))]), size=64, mode="bicubic").clamp(-1, 1))):
+    for name, imgs in (
+        ("clean held-out faces", held),
+        ("+ noise 0.1", (held + 0.1 * torch.randn_like(held)).clamp(-1, 1)),
+        ("bicubic x8 from LR", torch.nn.functional.interpolate(torch.stack([test[i]["lr"] for i in range(len(test))]), size=64, mode="bicubic").clamp(-1, 1)),
+    ):
         m = NIQE(params=args.out)
         m.update(imgs)
         print(f"{name}: toy NIQE {float(m.compute()):.3f}")

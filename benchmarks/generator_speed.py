@@ -7,6 +7,7 @@ generator forward (FLOPs counted with torch.utils.flop_counter) at 1024 config-f
 the toy 64x64 table, next to dense 3x3 conv2d GFLOP/s; and the share of the forward time spent in
 the FIR up/down-sampling (Blur / Upsample modules), which must not be the bottleneck.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,7 +109,9 @@ def main() -> None:
     shapes = [dict(c=512, hw=64), dict(c=256, hw=128)]
     peak = {cl: max(conv_peak(cl, **sh) for sh in shapes for _ in range(3)) for cl in (False, True)}
     peak_bf16 = conv_peak(True, bf16=True)
-    print(f"dense conv2d 3x3 (512ch @64x64 / 256ch @128x128, best of 3), batch 2, float32: {peak[False]:.1f} GFLOP/s (NCHW), {peak[True]:.1f} GFLOP/s (channels_last); bf16 autocast channels_last: {peak_bf16:.1f} GFLOP/s")
+    print(
+        f"dense conv2d 3x3 (512ch @64x64 / 256ch @128x128, best of 3), batch 2, float32: {peak[False]:.1f} GFLOP/s (NCHW), {peak[True]:.1f} GFLOP/s (channels_last); bf16 autocast channels_last: {peak_bf16:.1f} GFLOP/s"
+    )
     best_peak = max(peak.values())
     configs = [
         ("1024 config-f", Generator(1024, 512, 8, channel_multiplier=2), 2),

@@ -5,17 +5,18 @@
 Uses toy *test* faces (never seen by the generator's training) at LR 8x8, the default PULSE settings,
 and prints the per-sample downscale losses and the success rate at eps.
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
 
-from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import ToyFacesDataset
+from lit_propulse.core.downscale import downscale
+from lit_propulse.core.images import rows_grid, save_image
 from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.pulse import PULSE
-from lit_propulse.core.images import rows_grid, save_image
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 Usage, from the repo root:
     PYTHONPATH=. python benchmarks/make_toy_grid.py [--out docs/toy_faces_grid.png] [--freq-n 5000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import TOY_ATTRIBUTES, render_toy_face, sample_toy_factors, toy_attributes
+from lit_propulse.core.downscale import downscale
 
 
 def grid(images: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.ndarray:
@@ -23,7 +24,7 @@ def grid(images: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.ndarray:
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
     for k in range(min(n, rows * cols)):
         r, c = divmod(k, cols)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = images[k]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = images[k]
     return out
 
 

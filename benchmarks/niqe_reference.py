@@ -22,6 +22,7 @@ The exact call, per image read as RGB uint8 and flipped to BGR (basicsr's order)
 
 It uses basicsr's packaged ``niqe_pris_params.npz``, which must equal the project's copy (checked).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -188,16 +189,31 @@ def main() -> None:
         rgb = np.asarray(Image.open(IMAGE_DIR / f"{name}.png").convert("RGB"))
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         value = float(basicsr_niqe.calculate_niqe(bgr, crop_border=crop_border, input_order="HWC", convert_to=convert_to))
-        entries.append({"file": f"niqe/{name}.png", "recipe": recipes[name], "height": rgb.shape[0], "width": rgb.shape[1],
-                        "crop_border": crop_border, "convert_to": convert_to, "niqe": value})
+        entries.append(
+            {
+                "file": f"niqe/{name}.png",
+                "recipe": recipes[name],
+                "height": rgb.shape[0],
+                "width": rgb.shape[1],
+                "crop_border": crop_border,
+                "convert_to": convert_to,
+                "niqe": value,
+            }
+        )
         print(f"{name:20s} crop {crop_border} {convert_to:4s} NIQE {value:.6f}")
 
-    REFERENCE.write_text(json.dumps({
-        "source": f"basicsr {version} basicsr/metrics/niqe.py::calculate_niqe(bgr_uint8, crop_border, input_order='HWC', convert_to)",
-        "pristine_params_sha256": sha256(PROJECT_PARAMS),
-        "generator": "benchmarks/niqe_reference.py",
-        "entries": entries,
-    }, indent=1) + "\n")
+    REFERENCE.write_text(
+        json.dumps(
+            {
+                "source": f"basicsr {version} basicsr/metrics/niqe.py::calculate_niqe(bgr_uint8, crop_border, input_order='HWC', convert_to)",
+                "pristine_params_sha256": sha256(PROJECT_PARAMS),
+                "generator": "benchmarks/niqe_reference.py",
+                "entries": entries,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {REFERENCE} and {len(IMAGES)} images in {IMAGE_DIR}")
 
 

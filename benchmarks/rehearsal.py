@@ -34,6 +34,7 @@ paper YAMLs (:data:`STAGES`) whose ``pretrained/``, ``runs/`` and ``data/`` path
 eval runs 2 steps. The file names are the YAMLs' own: a YAML that names a file the rehearsal does not
 write (or a critic file without "d") stops in the preflight, which the rehearsal reports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,14 +83,17 @@ def write_stylegan2(pre: Path) -> None:
         _save({"g_ema": G.port_state_dict(), "latent_avg": latent_avg}, pre / G_FILE)
     if not (pre / D_FILE).exists():
         args = argparse.Namespace(size=SIZE, channel_multiplier=2, latent=512, n_mlp=8, r1=10, path_regularize=2, mixing=0.9, batch=16)
-        _save({
-            "g": G_train.port_state_dict(),
-            "d": {k: v for k, v in D.state_dict().items()},
-            "g_ema": G.port_state_dict(),
-            "g_optim": torch.optim.Adam(G_train.parameters()).state_dict(),
-            "d_optim": torch.optim.Adam(D.parameters()).state_dict(),
-            "args": args,
-        }, pre / D_FILE)
+        _save(
+            {
+                "g": G_train.port_state_dict(),
+                "d": {k: v for k, v in D.state_dict().items()},
+                "g_ema": G.port_state_dict(),
+                "g_optim": torch.optim.Adam(G_train.parameters()).state_dict(),
+                "d_optim": torch.optim.Adam(D.parameters()).state_dict(),
+                "args": args,
+            },
+            pre / D_FILE,
+        )
 
 
 def write_feature_nets(pre: Path, which: set[str]) -> None:
@@ -202,9 +206,21 @@ def stage_argv(name: str, root: Path, steps: int, batch: int) -> list[str]:
     command, files = STAGES[name]
     argv = [command] + [a for f in files for a in ("--config", f)]
     run = f"runs/{name}"
-    common = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-              "--trainer.default_root_dir", run, "--trainer.logger=lit_propulse.loggers.CSVLogger",
-              "--data.init_args.batch_size", str(batch), "--data.init_args.num_workers", "0"]
+    common = [
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        run,
+        "--trainer.logger=lit_propulse.loggers.CSVLogger",
+        "--data.init_args.batch_size",
+        str(batch),
+        "--data.init_args.num_workers",
+        "0",
+    ]
     if command == "test":
         import yaml
 
@@ -219,8 +235,18 @@ def stage_argv(name: str, root: Path, steps: int, batch: int) -> list[str]:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return ["test", "--config", str(path), *common, "--model.init_args.runtime_images", "1"]
     total = 6 * steps if name in ("ewplus", "e2e") else steps
-    argv += [*common, "--trainer.max_steps", str(total), "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
-             "--trainer.log_every_n_steps", "1", "--trainer.callbacks+=benchmarks.rehearsal.StepTimer"]
+    argv += [
+        *common,
+        "--trainer.max_steps",
+        str(total),
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.callbacks+=benchmarks.rehearsal.StepTimer",
+    ]
     if name in ("ewplus", "e2e"):
         argv += ["--progressive.steps_per_scale", str(steps)]
     if name == "gds":
@@ -256,22 +282,27 @@ def run_stage(argv: list[str], root: Path, run: Path) -> dict:
     (the process's max resident set) and the files it wrote into ``run``."""
     run.mkdir(parents=True, exist_ok=True)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    code = (f"import resource, sys, json; from lit_propulse.cli import main; rc = main({argv!r}); "
-            "print('REHEARSAL', json.dumps({'rc': rc, 'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    code = (
+        f"import resource, sys, json; from lit_propulse.cli import main; rc = main({argv!r}); "
+        "print('REHEARSAL', json.dumps({'rc': rc, 'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
+    )
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(root), capture_output=True, text=True, env=_env())
     info: dict = {"rc": proc.returncode, "wall_s": round(time.time() - t0, 1)}
     for line in proc.stdout.splitlines():
         if line.startswith("REHEARSAL "):
-            info.update(json.loads(line[len("REHEARSAL "):]))
+            info.update(json.loads(line[len("REHEARSAL ") :]))
     if info.get("rc") != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         info["error"] = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "?")[:600]
     steps = run / "rehearsal_steps.json"
     if steps.is_file():
         info["step_s"] = json.loads(steps.read_text())["step_s"]
-    info["wrote"] = sorted(str(p.relative_to(run)) for p in run.rglob("*")
-                           if p.is_file() and before.get(p) != p.stat().st_mtime_ns and p.name != "rehearsal_steps.json" and not p.name.startswith("."))
+    info["wrote"] = sorted(
+        str(p.relative_to(run))
+        for p in run.rglob("*")
+        if p.is_file() and before.get(p) != p.stat().st_mtime_ns and p.name != "rehearsal_steps.json" and not p.name.startswith(".")
+    )
     return info
 
 
@@ -370,9 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default="gds,ew,ewplus,e2e_ew,e2e,eval", help="comma-separated stages to run, in order")
     ap.add_argument("--reduced", action="store_true", help="CI mode: one E_W step at 1024 with the critic from its own file")
     ap.add_argument("--flops", action="store_true", help="only print the training FLOPs per stage (meta device)")
-    ap.add_argument("--encoder-arg", action="append", default=[], metavar="ARG",
-                    help="extra CLI argument for the encoder stages (ew, ewplus, e2e_ew, e2e), e.g. "
-                    f"--encoder-arg=--model.init_args.discriminator.init_args.path=pretrained/{D_FILE} while a YAML still names a critic file without 'd'")
+    ap.add_argument(
+        "--encoder-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra CLI argument for the encoder stages (ew, ewplus, e2e_ew, e2e), e.g. "
+        f"--encoder-arg=--model.init_args.discriminator.init_args.path=pretrained/{D_FILE} while a YAML still names a critic file without 'd'",
+    )
     args = ap.parse_args(argv)
     if args.flops:
         print_flops(4)

@@ -26,6 +26,7 @@ the table shows the fastest round (the least disturbed by other load) and ratios
 the same run. On a shared machine absolute seconds move with the load; the ratios are what to
 compare between runs. ``--profile`` adds a torch.profiler breakdown of our forward+backward.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -129,12 +130,14 @@ def variants(ours: Generator, port, batch: int, bf16: bool) -> tuple[dict[str, C
         def run():
             with torch.no_grad():
                 img_fn(ws0)
+
         return run
 
     def fwd_bwd(img_fn):
         def run():
             ws = ws0.clone().requires_grad_(True)
             img_fn(ws).float().square().mean().backward()
+
         return run
 
     fns = {"ours fwd": fwd(ours_img), "ours fwd+bwd": fwd_bwd(ours_img)}
@@ -161,11 +164,31 @@ def profile_breakdown(ours: Generator, batch: int) -> str:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run()
     groups = {
-        "convolution, forward (incl. transposed, FIR)": ("aten::mkldnn_convolution", "aten::_convolution", "aten::_slow_conv2d_forward", "aten::slow_conv_transpose2d", "aten::thnn_conv2d", "aten::convolution"),
+        "convolution, forward (incl. transposed, FIR)": (
+            "aten::mkldnn_convolution",
+            "aten::_convolution",
+            "aten::_slow_conv2d_forward",
+            "aten::slow_conv_transpose2d",
+            "aten::thnn_conv2d",
+            "aten::convolution",
+        ),
         "convolution, input gradient (backward)": ("aten::convolution_backward", "aten::_slow_conv2d_backward", "aten::mkldnn_convolution_backward"),
         "LeakyReLU forward/backward": ("aten::leaky_relu", "aten::leaky_relu_", "aten::leaky_relu_backward"),
         "per-channel reductions (style/demod gradients)": ("aten::sum", "aten::mm", "aten::mv", "aten::addmv_", "aten::addmm", "aten::bmm"),
-        "other elementwise (modulation, noise, weights)": ("aten::mul", "aten::mul_", "aten::add", "aten::add_", "aten::pow", "aten::rsqrt", "aten::sub", "aten::div", "aten::copy_", "aten::fill_", "aten::cat", "aten::zero_"),
+        "other elementwise (modulation, noise, weights)": (
+            "aten::mul",
+            "aten::mul_",
+            "aten::add",
+            "aten::add_",
+            "aten::pow",
+            "aten::rsqrt",
+            "aten::sub",
+            "aten::div",
+            "aten::copy_",
+            "aten::fill_",
+            "aten::cat",
+            "aten::zero_",
+        ),
     }
     totals = {k: 0.0 for k in groups}
     total = 0.0
@@ -202,8 +225,12 @@ def main(argv: list[str] | None = None) -> str:
     )
     print(header, flush=True)
     cols = ["ours fwd", "ours fwd+bwd", "port fwd", "port fwd+bwd"] if port_model else ["ours fwd", "ours fwd+bwd"]
-    rows = ["| size, batch, precision | " + " | ".join(f"{c} (s)" for c in cols) + " | ours fwd+bwd / ours fwd |"
-            + (" port fwd / ours fwd | port fwd+bwd / ours fwd+bwd | image max-abs diff |" if port_model else "")]
+    rows = [
+        "| size, batch, precision | "
+        + " | ".join(f"{c} (s)" for c in cols)
+        + " | ours fwd+bwd / ours fwd |"
+        + (" port fwd / ours fwd | port fwd+bwd / ours fwd+bwd | image max-abs diff |" if port_model else "")
+    ]
     rows.append("|" + "---|" * (len(cols) + (5 if port_model else 2)))
     checks = []
     for size in args.sizes:

@@ -4,6 +4,7 @@ classifier's features (lit_propulse/data/toy_attributes_64.pt), not Inception's.
 
     python benchmarks/toy_fid.py [--num 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from datamodules.toy_faces import ToyFacesDataset
-from lit_propulse.metrics.quality import FIDFeatures
 from lit_propulse.core.weights import load_module
+from lit_propulse.metrics.quality import FIDFeatures
 from lit_propulse.networks.stylegan2 import Generator
 
 

@@ -8,6 +8,7 @@ every snapshot ``stylegan2-kimg_XXXXX.pt`` a training run kept (``GeneratorSnaps
 Writes ``toy_generator_curve.png`` (toy-FID vs kimg) and ``toy_generator_curve.md`` (the table, with
 the largest attribute-frequency gaps) into ``--out`` and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -22,10 +22,12 @@ either value of ``Trainer(use_distributed_sampler=...)``:
   so per-step collectives (``self.log(..., on_step=True, sync_dist=True)``) must be avoided in
   evaluation; reduce at epoch end (torchmetrics states) instead.
 """
+
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -81,9 +83,7 @@ class TrainSampler(DistributedSampler):
         rank: int | None = None,
     ) -> None:
         num_replicas, rank = _resolve_world(num_replicas, rank)
-        super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
-        )
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.hflip = hflip
 
     def __iter__(self) -> Iterator[Any]:

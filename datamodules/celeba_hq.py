@@ -26,6 +26,7 @@ Accepted layouts under ``root`` (``layout="auto"`` picks the first that exists):
 Attributes: the 40 CelebA attributes from ``CelebAMask-HQ-attribute-anno.txt`` (first line the
 count, second line the 40 names, then ``file v1 ... v40`` with -1/1), mapped to {0, 1}.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,7 @@ IMAGE_DIRS = ("CelebA-HQ-img", ".")
 SOURCES = {
     "images": "CelebA-HQ images (CelebA-HQ-img/0.jpg ... 29999.jpg) come with CelebAMask-HQ: "
     "https://github.com/switchablenorms/CelebAMask-HQ (Google Drive link in its README)",
-    MAPPING_FILE: f"{MAPPING_FILE} ships in the CelebAMask-HQ archive next to CelebA-HQ-img/ "
-    "(https://github.com/switchablenorms/CelebAMask-HQ)",
+    MAPPING_FILE: f"{MAPPING_FILE} ships in the CelebAMask-HQ archive next to CelebA-HQ-img/ (https://github.com/switchablenorms/CelebAMask-HQ)",
     PARTITION_FILE: f"{PARTITION_FILE} is CelebA's standard split, from the CelebA website "
     "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Eval/list_eval_partition.txt)",
     ATTR_FILE: f"{ATTR_FILE} ships in the CelebAMask-HQ archive (https://github.com/switchablenorms/CelebAMask-HQ)",
@@ -293,7 +293,8 @@ class CelebAHQDataModule(FileSRDataModule):
                 raise ValueError(
                     f"{len(lacking)} {split} images have no row in the attribute file {str(self._attr_path())!r} "
                     f"(rows are matched by the CelebA-HQ index in the file name): {', '.join(lacking[:10])}"
-                    + (" ..." if len(lacking) > 10 else "") + ". Set use_attrs: false to train without attributes."
+                    + (" ..." if len(lacking) > 10 else "")
+                    + ". Set use_attrs: false to train without attributes."
                 )
             files.attrs = values[np.asarray([rows[i] for i in idx], dtype=np.int64)]
             files.attr_names = list(attr_names)

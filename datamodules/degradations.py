@@ -21,10 +21,12 @@ compositions around ``DS``. The default everywhere is no degradation (empty list
 Units: images are in [-1, 1], so a 0..255 noise std ``s`` is ``sigma = s / 127.5`` here
 (PULSE's std 25 -> 0.196, std 50 -> 0.392).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -14,6 +14,7 @@ Accepted layouts under ``root`` (first that holds images):
 
 Files are identified by their numeric stem (``00000`` ... ``69999``); other files are ignored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,9 +53,7 @@ def find_ffhq_images(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTEN
         if dup:
             raise ValueError(f"FFHQ: {len(dup)} indices have several files under {str(d)!r}, e.g. {', '.join(dup[0])}")
         return d, [by_id[k][0] for k in sorted(by_id)]
-    raise FileNotFoundError(
-        f"FFHQ: no images named by index (00000.png ...) under {str(root / 'images1024x1024')!r} or {str(root)!r}. {FFHQ_SOURCE}."
-    )
+    raise FileNotFoundError(f"FFHQ: no images named by index (00000.png ...) under {str(root / 'images1024x1024')!r} or {str(root)!r}. {FFHQ_SOURCE}.")
 
 
 def ffhq_split_files(root: str | Path, test_count: int = 0) -> tuple[Path, dict[str, list[str]]]:

@@ -25,22 +25,27 @@ scan reports every bad file in one :class:`BadImageError`; with ``on_bad_image="
 with their count and names and drops them instead. A file that breaks later (mid-epoch) raises a
 :class:`BadImageError` naming it, not a bare PIL traceback.
 """
+
 from __future__ import annotations
 
 import abc
 import csv
 import os
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from datamodules.base import SPLITS, SRDataModule
+from datamodules.degradations import Degradation
+from datamodules.items import check_attrs, check_degradations, check_sizes, make_item
+from datamodules.prepare import PreparedDataset, is_prepared, prepare_datasets
 from lit_propulse.core.errors import BadImageError
 from lit_propulse.core.images import (
     IMAGE_EXTENSIONS,
@@ -59,9 +64,6 @@ from lit_propulse.core.images import (
     to_rgb,
     uint8_to_tensor,
 )
-from datamodules.degradations import Degradation
-from datamodules.prepare import PreparedDataset, is_prepared, prepare_datasets
-from datamodules.items import check_attrs, check_degradations, check_sizes, make_item
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -311,7 +313,12 @@ class ImageFolderDataset(Dataset):
                     item_bad.append(lr)
                 elif isinstance(lr, ImageInfo) and square_side(lr.size, self.non_square) != self.lr_size:
                     w, h = lr.size
-                    item_bad.append(BadFile(str(self.lr_root / self.lr_names[i]), f"LR image is {w}x{h}, expected {self.lr_size}x{self.lr_size} (lr_size); LR files are used as they are"))
+                    item_bad.append(
+                        BadFile(
+                            str(self.lr_root / self.lr_names[i]),
+                            f"LR image is {w}x{h}, expected {self.lr_size}x{self.lr_size} (lr_size); LR files are used as they are",
+                        )
+                    )
             bad.extend(item_bad)
             if not item_bad:
                 keep.append(i)
@@ -331,7 +338,9 @@ class ImageFolderDataset(Dataset):
             upscaled = [u for u in upscaled if u in kept]
         if upscaled:
             shown = ", ".join(upscaled[:20]) + (" ..." if len(upscaled) > 20 else "")
-            rank_zero_warn(f"{len(upscaled)} of {len(self.names)} images under {str(self.root)!r} are smaller than hr_size={self.hr_size} and will be upscaled (bicubic): {shown}")
+            rank_zero_warn(
+                f"{len(upscaled)} of {len(self.names)} images under {str(self.root)!r} are smaller than hr_size={self.hr_size} and will be upscaled (bicubic): {shown}"
+            )
         return ScanReport(total=n, bad=bad, upscaled=upscaled)
 
     def _keep(self, keep: Sequence[int]) -> None:
@@ -482,8 +491,7 @@ class FileSRDataModule(SRDataModule):
     def _check_eval_split(self) -> None:
         if len(self.dataset("test")) == 0:  # type: ignore[arg-type]
             raise ValueError(
-                self.no_test_message() + ". Validation and testing use the test split; to train without "
-                "validation set trainer.limit_val_batches: 0."
+                self.no_test_message() + ". Validation and testing use the test split; to train without validation set trainer.limit_val_batches: 0."
             )
 
     def val_dataloader(self) -> Any:
@@ -524,7 +532,6 @@ class FileSRDataModule(SRDataModule):
         (scanned here, i.e. during ``setup``)."""
         split = self._check_split(split)
         if self.prepared_dir is not None:
-
             return PreparedDataset(
                 self.prepared_dir,
                 split,
@@ -584,7 +591,9 @@ class ImageFolderDataModule(FileSRDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if (root is None) == (split_root is None):
-            raise ValueError(f"give exactly one of root (one pool, split by test_fraction) or split_root (train/ and test/ subfolders), got root={root!r}, split_root={split_root!r}")
+            raise ValueError(
+                f"give exactly one of root (one pool, split by test_fraction) or split_root (train/ and test/ subfolders), got root={root!r}, split_root={split_root!r}"
+            )
         if not 0.0 <= test_fraction <= 1.0:
             raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
         if split_root is not None and test_fraction != 0.0:

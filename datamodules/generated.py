@@ -5,6 +5,7 @@ made has a bug, not a domain gap), and for the G_ds stage, which trains on the g
 samples (Pro-PULSE Sec. III-C). Item ``i`` of a split is a pure function of (seed, split, i):
 z_i ~ N(0, I) -> w (truncation toward ``latent_avg``) -> image with the generator's stored noise.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,17 +20,19 @@ from lit_propulse.core.downscale import downscale
 
 class GeneratorSamplesDataset(Dataset):
     """Args:
-        generator: the StyleGAN2 (lit_propulse.networks.stylegan2.Generator); kept in eval mode, on CPU.
-        num_items: number of items.
-        lr_size: LR side (DS of the image).
-        seed: seed of the latents; the split is mixed in so train and test never share a latent.
-        split: "train" or "test".
-        truncation: truncation of w toward the generator's latent_avg (1 = none).
-        render: False = no image is rendered (hr and lr are zeros of the right shapes; only the
-            latents are meaningful): for the G_ds stage, where only the batch size matters.
+    generator: the StyleGAN2 (lit_propulse.networks.stylegan2.Generator); kept in eval mode, on CPU.
+    num_items: number of items.
+    lr_size: LR side (DS of the image).
+    seed: seed of the latents; the split is mixed in so train and test never share a latent.
+    split: "train" or "test".
+    truncation: truncation of w toward the generator's latent_avg (1 = none).
+    render: False = no image is rendered (hr and lr are zeros of the right shapes; only the
+        latents are meaningful): for the G_ds stage, where only the batch size matters.
     """
 
-    def __init__(self, generator: torch.nn.Module, num_items: int, lr_size: int, seed: int = 0, split: str = "train", truncation: float = 1.0, render: bool = True) -> None:
+    def __init__(
+        self, generator: torch.nn.Module, num_items: int, lr_size: int, seed: int = 0, split: str = "train", truncation: float = 1.0, render: bool = True
+    ) -> None:
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}")
         if split not in ("train", "test"):

@@ -1,9 +1,11 @@
 """What the folder and the prepared (memmap) datasets share: building one item from uint8 pixels
 (HR -> DS -> optional degradations, or an LR read from disk) and the checks of their arguments."""
+
 from __future__ import annotations
 
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

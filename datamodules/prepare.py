@@ -19,15 +19,17 @@ set) or from the command line with the ``data:`` section of a LightningCLI confi
 
     python -m datamodules.prepare --config configs/data/celeba_hq.yaml
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -126,7 +128,8 @@ def check_fingerprint(index: Mapping[str, Any], expected: Mapping[str, Any], pre
     diff = [f"{k}: prepared={got.get(k)!r}, requested={expected.get(k)!r}" for k in keys if got.get(k) != expected.get(k)]
     if diff:
         raise ValueError(
-            f"prepared data in {str(prepared_dir)!r} was made with other settings:\n  " + "\n  ".join(diff)
+            f"prepared data in {str(prepared_dir)!r} was made with other settings:\n  "
+            + "\n  ".join(diff)
             + "\nRe-run the prepare step with overwrite (`python -m datamodules.prepare --config ... --overwrite`) "
             "or point prepared_dir to a new folder."
         )

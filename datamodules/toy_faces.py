@@ -14,15 +14,17 @@ canvas-relative units, so the same ``(seed, index)`` gives the same face at 64²
 :class:`ToyFacesDataset` serves HR/LR pairs (LR = ``DS(HR)``, :mod:`lit_propulse.core.downscale`) with a
 split fixed by render index; :class:`ToyFacesDataModule` wraps it in :class:`~datamodules.base.SRDataModule`.
 """
+
 from __future__ import annotations
 
 import colorsys
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,12 +64,20 @@ RGB = tuple[int, int, int]
 
 # Skin tones from pale (0) to dark (5): tone 0 is ``Pale_Skin``, tones 4-5 are ``Dark_Skin``.
 SKIN_TONES: tuple[RGB, ...] = (
-    (250, 226, 208), (236, 196, 164), (206, 154, 114), (172, 120, 82), (128, 86, 56), (88, 58, 38),
+    (250, 226, 208),
+    (236, 196, 164),
+    (206, 154, 114),
+    (172, 120, 82),
+    (128, 86, 56),
+    (88, 58, 38),
 )
 SKIN_PROBS = (0.15, 0.30, 0.20, 0.15, 0.10, 0.10)
 HAIR_COLORS: dict[str, RGB] = {
-    "black": (28, 22, 22), "brown": (104, 62, 32), "blond": (228, 192, 112),
-    "red": (176, 72, 34), "gray": (168, 168, 172),
+    "black": (28, 22, 22),
+    "brown": (104, 62, 32),
+    "blond": (228, 192, 112),
+    "red": (176, 72, 34),
+    "gray": (168, 168, 172),
 }
 HAIR_PROBS = (0.30, 0.30, 0.20, 0.10, 0.10)
 HAIR_STYLES = ("short", "long", "bald")
@@ -145,10 +155,7 @@ class ToyFaceFactors:
         if self.hair_color not in HAIR_COLORS:
             raise ValueError(f"hair_color must be one of {tuple(HAIR_COLORS)}, got {self.hair_color!r}")
         if self.hair_style == "bald" and (self.bangs or self.hat):
-            raise ValueError(
-                f"a bald face cannot have bangs or a hat (bangs={self.bangs}, hat={self.hat}): "
-                "the label would not be visible"
-            )
+            raise ValueError(f"a bald face cannot have bangs or a hat (bangs={self.bangs}, hat={self.hat}): the label would not be visible")
         if self.hat_style not in HAT_STYLES:
             raise ValueError(f"hat_style must be one of {HAT_STYLES}, got {self.hat_style!r}")
         if self.earring_style not in EARRING_STYLES:
@@ -280,18 +287,47 @@ def sample_toy_factors(seed: int, index: int) -> ToyFaceFactors:
     earring_color = EARRING_COLORS[int(rng.integers(len(EARRING_COLORS)))]
 
     return ToyFaceFactors(
-        background=background, clothing=clothing, light=light,
-        cx=cx, cy=cy, face_ry=face_ry, face_aspect=face_aspect,
-        skin_tone=skin_tone, skin_jitter=skin_jitter,
-        hair_color=hair_color, hair_jitter=hair_jitter, hair_style=hair_style, bangs=bangs,
-        hairline=hairline, part_tilt=part_tilt, bangs_phase=bangs_phase,
-        eye_y=eye_y, eye_size=eye_size, iris=iris, gaze=gaze, brow_tilt=brow_tilt, nose_dx=nose_dx,
-        smiling=smiling, mouth_open=mouth_open, mouth_width=mouth_width, lip_tint=lip_tint,
-        mustache=mustache, rosy_cheeks=rosy_cheeks,
-        eyeglasses=eyeglasses, sunglasses=sunglasses, lens_round=lens_round, lens_scale=lens_scale,
-        frame=frame, sun_lens=sun_lens,
-        hat=hat, hat_style=hat_style, hat_color=hat_color, hat_band=hat_band,
-        earrings=earrings, earring_style=earring_style, earring_color=earring_color,
+        background=background,
+        clothing=clothing,
+        light=light,
+        cx=cx,
+        cy=cy,
+        face_ry=face_ry,
+        face_aspect=face_aspect,
+        skin_tone=skin_tone,
+        skin_jitter=skin_jitter,
+        hair_color=hair_color,
+        hair_jitter=hair_jitter,
+        hair_style=hair_style,
+        bangs=bangs,
+        hairline=hairline,
+        part_tilt=part_tilt,
+        bangs_phase=bangs_phase,
+        eye_y=eye_y,
+        eye_size=eye_size,
+        iris=iris,
+        gaze=gaze,
+        brow_tilt=brow_tilt,
+        nose_dx=nose_dx,
+        smiling=smiling,
+        mouth_open=mouth_open,
+        mouth_width=mouth_width,
+        lip_tint=lip_tint,
+        mustache=mustache,
+        rosy_cheeks=rosy_cheeks,
+        eyeglasses=eyeglasses,
+        sunglasses=sunglasses,
+        lens_round=lens_round,
+        lens_scale=lens_scale,
+        frame=frame,
+        sun_lens=sun_lens,
+        hat=hat,
+        hat_style=hat_style,
+        hat_color=hat_color,
+        hat_band=hat_band,
+        earrings=earrings,
+        earring_style=earring_style,
+        earring_color=earring_color,
     )
 
 
@@ -604,18 +640,13 @@ def render_toy_face(
     return draw_toy_face(factors, size, supersample), toy_attributes(factors)
 
 
-def _check_toy_args(
-    split: str, hr_size: int, lr_size: int, seed: int, num_train: int, num_test: int, cache: str, supersample: int
-) -> None:
+def _check_toy_args(split: str, hr_size: int, lr_size: int, seed: int, num_train: int, num_test: int, cache: str, supersample: int) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if hr_size < 16:
         raise ValueError(f"hr_size must be >= 16, got {hr_size}")
     if lr_size < 1 or lr_size >= hr_size or hr_size % lr_size != 0:
-        raise ValueError(
-            "lr_size must be positive, smaller than hr_size and divide it, "
-            f"got hr_size={hr_size}, lr_size={lr_size}"
-        )
+        raise ValueError(f"lr_size must be positive, smaller than hr_size and divide it, got hr_size={hr_size}, lr_size={lr_size}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     if num_train < 1 or num_test < 1:
@@ -688,10 +719,7 @@ class ToyFacesDataset(Dataset):
         """(images, attrs) ``.npy`` paths of a directory cache; None for "memory" / "none"."""
         if self.cache in ("memory", "none"):
             return None
-        key = (
-            f"toy_faces_v{TOY_FACES_VERSION}_seed{self.seed}_hr{self.hr_size}_ss{self.supersample}"
-            f"_idx{self.start}-{self.start + self.length}"
-        )
+        key = f"toy_faces_v{TOY_FACES_VERSION}_seed{self.seed}_hr{self.hr_size}_ss{self.supersample}_idx{self.start}-{self.start + self.length}"
         root = Path(self.cache)
         return root / f"{key}_images.npy", root / f"{key}_attrs.npy"
 
@@ -734,10 +762,7 @@ class ToyFacesDataset(Dataset):
         images = np.load(img_path, mmap_mode="r")
         attrs = np.load(attr_path)
         if images.shape != shape or attrs.shape != (self.length, len(TOY_ATTRIBUTES)):
-            raise ValueError(
-                f"toy faces cache {img_path} holds shape {images.shape} / {attrs.shape}, "
-                f"expected {shape} / {(self.length, len(TOY_ATTRIBUTES))}"
-            )
+            raise ValueError(f"toy faces cache {img_path} holds shape {images.shape} / {attrs.shape}, expected {shape} / {(self.length, len(TOY_ATTRIBUTES))}")
         self._images, self._attrs = images, attrs
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -797,9 +822,15 @@ class ToyFacesDataModule(SRDataModule):
         hflip: bool = True,
     ) -> None:
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, val_batch_size=val_batch_size,
-            pin_memory=pin_memory, seed=seed, val_subset=val_subset, shuffle_train=shuffle_train,
-            drop_last_train=drop_last_train, hflip=hflip,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            val_batch_size=val_batch_size,
+            pin_memory=pin_memory,
+            seed=seed,
+            val_subset=val_subset,
+            shuffle_train=shuffle_train,
+            drop_last_train=drop_last_train,
+            hflip=hflip,
         )
         _check_toy_args("train", hr_size, lr_size, render_seed, num_train, num_test, cache, supersample)
         self.hr_size = hr_size
@@ -817,8 +848,14 @@ class ToyFacesDataModule(SRDataModule):
 
     def _make(self, split: str) -> ToyFacesDataset:
         return ToyFacesDataset(
-            split=split, hr_size=self.hr_size, lr_size=self.lr_size, seed=self.render_seed,
-            num_train=self.num_train, num_test=self.num_test, cache=self.cache, supersample=self.supersample,
+            split=split,
+            hr_size=self.hr_size,
+            lr_size=self.lr_size,
+            seed=self.render_seed,
+            num_train=self.num_train,
+            num_test=self.num_test,
+            cache=self.cache,
+            supersample=self.supersample,
         )
 
     def prepare_data(self) -> None:

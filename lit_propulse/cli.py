@@ -22,11 +22,12 @@ Before parsing, :func:`expand_bases` turns ``--config ew.yaml`` into ``--config 
 overrides an earlier one exactly as several ``--config`` on the command line do: mappings merge key by
 key, a list given again (``callbacks:``) replaces the earlier list, ``callbacks+:`` appends to it.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
@@ -56,10 +57,18 @@ class ProPulseCLI(LightningCLI):
         from lit_propulse.callbacks.progressive import ProgressiveScaleCallback
 
         parser.add_lightning_class_args(ProgressiveScaleCallback, "progressive")
-        parser.add_argument(f"--{BASE_KEY}", type=str | list[str] | None, default=None,
-                            help="config files only: the file(s) this config extends, relative to it (resolved before parsing; see lit_propulse.cli)")
-        parser.add_argument(f"--{VARIANT_KEY}", type=str | None, default=None,
-                            help="config files only: the stage a variant file modifies (experiments/ablations/*.yaml: read by `grid`, ignored here)")
+        parser.add_argument(
+            f"--{BASE_KEY}",
+            type=str | list[str] | None,
+            default=None,
+            help="config files only: the file(s) this config extends, relative to it (resolved before parsing; see lit_propulse.cli)",
+        )
+        parser.add_argument(
+            f"--{VARIANT_KEY}",
+            type=str | None,
+            default=None,
+            help="config files only: the stage a variant file modifies (experiments/ablations/*.yaml: read by `grid`, ignored here)",
+        )
         ints_before_floats(parser)
 
     def before_instantiate_classes(self) -> None:
@@ -183,7 +192,9 @@ def expand_bases(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         if arg == f"--{BASE_KEY}" or arg.startswith(f"--{BASE_KEY}="):
-            raise UserFacingError(f"--{BASE_KEY} is a key of config files (the files a config extends); on the command line give the files in order: --config A.yaml --config B.yaml")
+            raise UserFacingError(
+                f"--{BASE_KEY} is a key of config files (the files a config extends); on the command line give the files in order: --config A.yaml --config B.yaml"
+            )
         flag, sep, value = arg.partition("=")
         if flag in _CONFIG_FLAGS:
             if not sep:

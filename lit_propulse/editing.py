@@ -12,11 +12,13 @@ layer ([w_dim], or InterFaceGAN's [1, w_dim] boundary files) or one per layer ([
 colour and texture). Directions are used as given (InterFaceGAN's are unit normals; nothing is
 normalised here), so strengths are in the direction's own units.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

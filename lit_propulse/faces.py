@@ -39,6 +39,7 @@ crops downscaled with DS. A photo therefore goes through
 
 Coordinates are pixels with pixel centres at integers (x = column, y = row): what MTCNN returns.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,8 +108,7 @@ class FaceDetector(nn.Module):
             raise ValueError(f"thresholds must be three probabilities (P-, R-, O-Net), got {list(thresholds)}")
         self.min_face_size = int(min_face_size)
         self.fixed_device = torch.device(device) if device is not None else None
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=self.min_face_size, thresholds=[float(t) for t in thresholds],
-                           select_largest=True, post_process=False)
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=self.min_face_size, thresholds=[float(t) for t in thresholds], select_largest=True, post_process=False)
         self.requires_grad_(False).eval()
         if self.fixed_device is not None:
             self._move(self.fixed_device)
@@ -131,10 +131,7 @@ class FaceDetector(nn.Module):
         boxes, probs, points = self.mtcnn.detect(hwc, landmarks=True)
         if boxes is None:
             return []
-        faces = [
-            Face(torch.as_tensor(b.astype("float32")), float(p), torch.as_tensor(lm.astype("float32")))
-            for b, p, lm in zip(boxes, probs, points)
-        ]
+        faces = [Face(torch.as_tensor(b.astype("float32")), float(p), torch.as_tensor(lm.astype("float32"))) for b, p, lm in zip(boxes, probs, points)]
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
 
@@ -413,8 +410,13 @@ class WarpedFace:
 
 
 def warp_face_back(
-    face: Tensor, quad: Tensor, photo_hw: tuple[int, int], canvas_hw: tuple[int, int],
-    erode: float = 0.05, feather: float = 0.1, shape: MaskShape = "square",
+    face: Tensor,
+    quad: Tensor,
+    photo_hw: tuple[int, int],
+    canvas_hw: tuple[int, int],
+    erode: float = 0.05,
+    feather: float = 0.1,
+    shape: MaskShape = "square",
 ) -> WarpedFace | None:
     """The inverse of :func:`crop_quad`: the crop ``face`` [C, S, S] of ``quad`` (photo pixels)
     resampled onto a canvas of ``canvas_hw`` covering the photo (``photo_hw``) at its scale.

@@ -7,6 +7,7 @@ one the training modules use (:func:`encode_ws`), so inference and training cann
     up = ProPulseUpsampler.from_files("runs/toy/gds/gds.pt", "runs/toy/ewplus/ewplus.pt", ew="runs/toy/ew/ew.pt")
     out = up(lr)        # ImageOutput(image [B,3,H,W], side_images {r: [B,3,r,r]}, ws [B,num_ws,w_dim])
 """
+
 from __future__ import annotations
 
 import os
@@ -15,10 +16,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.errors import UserFacingError
-from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder, compose_wplus
+from lit_propulse.core.outputs import ImageOutput
 from lit_propulse.core.weights import load_module, safe_load
+from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder, compose_wplus
 from lit_propulse.networks.gds import DeeplySupervisedGenerator, load_gds
 from lit_propulse.networks.stylegan2 import Generator
 
@@ -101,7 +102,7 @@ class ProPulseUpsampler(nn.Module):
     def size(self) -> int:
         return self.gds.size
 
-    def train(self, mode: bool = True) -> "ProPulseUpsampler":
+    def train(self, mode: bool = True) -> ProPulseUpsampler:
         return super().train(False)  # always inference
 
     def encode(self, lr: Tensor) -> Tensor:
@@ -125,7 +126,7 @@ class ProPulseUpsampler(nn.Module):
         ew: str | os.PathLike | None = None,
         guidance: Guidance = "ew",
         noise: Literal["const", "random"] = "const",
-    ) -> "ProPulseUpsampler":
+    ) -> ProPulseUpsampler:
         """Build from stage exports: ``gds`` (gds.pt), ``encoder`` (ew.pt or ewplus.pt), ``ew`` (ew.pt,
         needed with an E_W+ and guidance "ew"). The E_W+ export's saved progressive scale is used."""
         for p, what in ((gds, "G_ds export (gds.pt)"), (encoder, "encoder export (ew.pt / ewplus.pt)"), (ew, "E_W export (ew.pt)")):

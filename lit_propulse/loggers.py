@@ -34,6 +34,7 @@ Under a W&B sweep agent each run needs its own run directory: the sweep YAMLs
 
 ``--trainer.logger=lit_propulse.loggers.CSVLogger`` switches a W&B config to CSV.
 """
+
 from __future__ import annotations
 
 import netrc

@@ -16,6 +16,7 @@ logger: the experiment YAMLs put the logger's files, ``checkpoints/`` and the st
 * :func:`plan_stage`: what a resumable runner (``pipeline``, ``grid``) does with a stage: skip it,
   resume it from ``<run dir>/checkpoints/last.ckpt``, or start it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,11 +90,15 @@ def check_ckpt_path(path: str | None, module_class: str, model: pl.LightningModu
     stamp = ckpt.get(STAMP_KEY)
     short = module_class.rsplit(".", 1)[-1]
     if stamp is not None and stamp != module_class:
-        raise UserFacingError(f"--ckpt_path {path}: a checkpoint of {stamp.rsplit('.', 1)[-1]} ({stamp}), but this configuration builds {short}: use that stage's config or that stage's checkpoint")
+        raise UserFacingError(
+            f"--ckpt_path {path}: a checkpoint of {stamp.rsplit('.', 1)[-1]} ({stamp}), but this configuration builds {short}: use that stage's config or that stage's checkpoint"
+        )
     if stamp is None and model is not None:
         foreign = sorted(set(ckpt["state_dict"]) - set(model.state_dict()))
         if foreign:
-            raise UserFacingError(f"--ckpt_path {path}: written by another kind of module than {short} (it has {len(foreign)} weights this one lacks, e.g. {foreign[:3]})")
+            raise UserFacingError(
+                f"--ckpt_path {path}: written by another kind of module than {short} (it has {len(foreign)} weights this one lacks, e.g. {foreign[:3]})"
+            )
 
 
 # ----------------------------------------------------------------------------------------------

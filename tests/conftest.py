@@ -1,8 +1,9 @@
 """Shared test setup: CPU-only, quiet loggers, GPU tests behind the ``gpu`` marker, and the fixtures
-several test files use (``one_thread``, ``stage_exports``).
+several test files use (``one_thread``, ``stages``, ``stage_exports``).
 
 Markers: ``gpu`` (skipped without CUDA), ``slow`` (long end-to-end runs; ``pytest -m "not slow"`` is the
 fast subset)."""
+
 from __future__ import annotations
 
 import os
@@ -37,6 +38,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def stages(tmp_path_factory) -> Path:
+    """G_ds, E_W and E_W+ trained once per session (a few steps each, on the port fixture generator)
+    through the CLI on the toy YAMLs; test files reuse the run directories."""
+    from tests.test_propulse_stages import train_stages
+
+    return train_stages(tmp_path_factory.mktemp("stages"))
 
 
 @pytest.fixture(scope="session")

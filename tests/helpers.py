@@ -1,4 +1,5 @@
 """Constants and small helpers shared by test files (fixtures live in ``conftest.py``)."""
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ strided depthwise FIR. Agreement between the two on any architecture is the "a s
 shaped checkpoint would match too" check; the shared fixture pins both to the real port.
 It reads parameters by the port's key names from a port-layout state dict.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,14 +25,14 @@ def upfirdn2d_naive(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: 
     u[:, :, ::up, ::up] = x
     # pad (negative = crop)
     u = F.pad(u, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
-    u = u[:, :, max(-p0, 0): u.shape[2] - max(-p1, 0), max(-p0, 0): u.shape[3] - max(-p1, 0)]
+    u = u[:, :, max(-p0, 0) : u.shape[2] - max(-p1, 0), max(-p0, 0) : u.shape[3] - max(-p1, 0)]
     kh, kw = kernel.shape
     kf = torch.flip(kernel, [0, 1])
     oh, ow = u.shape[2] - kh + 1, u.shape[3] - kw + 1
     out = torch.zeros(b, c, oh, ow, dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += u[:, :, i: i + oh, j: j + ow] * kf[i, j]
+            out += u[:, :, i : i + oh, j : j + ow] * kf[i, j]
     return out[:, :, ::down, ::down]
 
 

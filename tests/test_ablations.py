@@ -9,6 +9,7 @@ One real ``training_step`` runs per variant on a batch of 2 (its logging, optimi
 replaced by recorders), with gradients kept on G_ds's outputs and the critic's logits. A variant file
 without a check here fails :func:`test_every_variant_has_a_check`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from lit_propulse.core.weights import save_module
 from lit_propulse.networks.encoders import EWEncoder
 from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Generator, num_ws_up_to
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
@@ -78,8 +81,16 @@ def overrides(stage: str, delta: str, out: Path, run_dir: Path, identity: bool =
     """Put the toy stage on the fixture generator and ``out``'s exports; networks a delta removes
     (``X: null``) get no override (as tests/test_propulse_stages.py does); a delta with lambda_id > 0
     gets :class:`TinyIdentityNet` when ``identity``."""
-    args = ["--model.init_args.gds.init_args.path", str(out / "gds" / "gds.pt"), "--model.init_args.encoder.init_args.w_dim", "64",
-            "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "false"]
+    args = [
+        "--model.init_args.gds.init_args.path",
+        str(out / "gds" / "gds.pt"),
+        "--model.init_args.encoder.init_args.w_dim",
+        "64",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger",
+        "false",
+    ]
     if "discriminator: null" not in delta:
         args += ["--model.init_args.discriminator.init_args.path", str(FIX)]
     if stage == "ewplus" and "ew_encoder: null" not in delta:

@@ -2,6 +2,7 @@
 prefixed MetricCollection per method; absent weights skipped with a reason, unusable ones and failing
 metrics raising), the side-by-side EvaluationModule (CLI, report), and a 2-process DDP run counting
 each image once."""
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,8 @@ from lit_propulse.metrics.quality import (
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Generator
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
@@ -130,7 +133,7 @@ def test_lpips_network_matches_the_lpips_package(tmp_path):
     ours = LPIPSNetwork(str(tmp_path / "alexnet.pth"), net="alex")
     ref = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
     feats = alex.features
-    for i, sl in enumerate([ref.net.slice1, ref.net.slice2, ref.net.slice3, ref.net.slice4, ref.net.slice5]):
+    for sl in [ref.net.slice1, ref.net.slice2, ref.net.slice3, ref.net.slice4, ref.net.slice5]:
         for name, mod in sl.named_children():
             mod.load_state_dict(feats[int(name)].state_dict())
     x, y = _batch(3, 64).hr, _batch(3, 64, seed=1).hr
@@ -141,7 +144,13 @@ def test_lpips_network_matches_the_lpips_package(tmp_path):
 
 
 def test_missing_weights_are_skipped_with_a_reason(tmp_path):
-    suite = MetricSuite(fid="inception", inception_weights=str(tmp_path / "nope.pth"), lpips_weights=str(tmp_path / "alex.pth"), attribute_classifier=str(tmp_path / "attr.pt"), niqe=False)
+    suite = MetricSuite(
+        fid="inception",
+        inception_weights=str(tmp_path / "nope.pth"),
+        lpips_weights=str(tmp_path / "alex.pth"),
+        attribute_classifier=str(tmp_path / "attr.pt"),
+        niqe=False,
+    )
     assert set(suite.skipped) >= {"fid", "lpips", "attr_diff", "identity", "niqe"}
     assert "nope.pth" in suite.skipped["fid"] and "alex" in suite.skipped["lpips"]
     suite.add_method("m")
@@ -228,7 +237,11 @@ def exports(tmp_path_factory) -> dict[str, str]:
     gds = DeeplySupervisedGenerator(G, lr_size=8, head_hidden=(16, 8))
     gds.save(out / "gds.pt")
     save_module(EWEncoder(8, G.w_dim, G.num_ws, channels=8, num_groups=1, rcabs_per_group=1, out_channels=32, reduction=4), out / "ew.pt")
-    save_module(EWPlusEncoder(8, G.w_dim, G.num_ws, scales=[16, 32, 64], channels=8, rcabs_per_branch=1, out_channels=32, reduction=4), out / "ewplus.pt", extra={"active_scale": 32})
+    save_module(
+        EWPlusEncoder(8, G.w_dim, G.num_ws, scales=[16, 32, 64], channels=8, rcabs_per_branch=1, out_channels=32, reduction=4),
+        out / "ewplus.pt",
+        extra={"active_scale": 32},
+    )
     return {k: str(out / f"{k}.pt") for k in ("gds", "ew", "ewplus")}
 
 
@@ -252,14 +265,31 @@ def test_cli_test_writes_the_side_by_side_report(exports, tmp_path):
                 "grid_images": 3,
                 "methods": [
                     {"class_path": "lit_propulse.evaluation.methods.BicubicMethod", "init_args": {"name": "bicubic"}},
-                    {"class_path": "lit_propulse.evaluation.methods.PULSEMethod", "init_args": {"name": "PULSE", "generator": FIX, "cache_dir": str(tmp_path / "cache"), "config": {"steps": 3, "gaussian_fit_samples": 2000}}},
-                    {"class_path": "lit_propulse.evaluation.methods.ProPulseMethod", "init_args": {"name": "E_W", "gds": exports["gds"], "encoder": exports["ew"], "show_sides": False}},
-                    {"class_path": "lit_propulse.evaluation.methods.ProPulseMethod", "init_args": {"name": "Pro-PULSE", "gds": exports["gds"], "encoder": exports["ewplus"], "ew": exports["ew"]}},
+                    {
+                        "class_path": "lit_propulse.evaluation.methods.PULSEMethod",
+                        "init_args": {
+                            "name": "PULSE",
+                            "generator": FIX,
+                            "cache_dir": str(tmp_path / "cache"),
+                            "config": {"steps": 3, "gaussian_fit_samples": 2000},
+                        },
+                    },
+                    {
+                        "class_path": "lit_propulse.evaluation.methods.ProPulseMethod",
+                        "init_args": {"name": "E_W", "gds": exports["gds"], "encoder": exports["ew"], "show_sides": False},
+                    },
+                    {
+                        "class_path": "lit_propulse.evaluation.methods.ProPulseMethod",
+                        "init_args": {"name": "Pro-PULSE", "gds": exports["gds"], "encoder": exports["ewplus"], "ew": exports["ew"]},
+                    },
                 ],
                 "metrics": {"class_path": "lit_propulse.evaluation.suite.MetricSuite", "init_args": {"fid": "none", "niqe": False}},
             },
         },
-        "data": {"class_path": "datamodules.toy_faces.ToyFacesDataModule", "init_args": {"hr_size": 64, "lr_size": 8, "num_train": 4, "num_test": 7, "batch_size": 3, "hflip": False}},
+        "data": {
+            "class_path": "datamodules.toy_faces.ToyFacesDataModule",
+            "init_args": {"hr_size": 64, "lr_size": 8, "num_train": 4, "num_test": 7, "batch_size": 3, "hflip": False},
+        },
     }
     import yaml
 
@@ -267,7 +297,7 @@ def test_cli_test_writes_the_side_by_side_report(exports, tmp_path):
     assert main(["test", "--config", str(tmp_path / "eval.yaml")]) == 0
     rep = json.loads((tmp_path / "report" / "report.json").read_text())
     assert rep["num_images"] == 7 and list(rep["results"]) == ["bicubic", "PULSE", "E_W", "Pro-PULSE"]
-    for name, r in rep["results"].items():
+    for r in rep["results"].values():
         assert r["count"] == 7 and r["runtime"]["batches"] == 3 and r["runtime"]["median_s"] > 0
     # PULSE FLOPs = steps x 3 x one step's forward; bicubic counts no matmul/conv FLOPs
     assert rep["results"]["PULSE"]["flops_per_image"] > rep["results"]["Pro-PULSE"]["flops_per_image"] > 0
@@ -367,8 +397,7 @@ def test_suite_with_the_shipped_toy_networks_scores_gt_as_perfect():
     ds = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=24)
     hr = torch.stack([ds[i]["hr"] for i in range(24)])
     batch = SRBatch(hr=hr, lr=downscale(hr, 8), index=torch.arange(24))
-    suite = MetricSuite(fid="attributes", attribute_classifier=TOY_CLASSIFIER,
-                        niqe_params=str(ROOT / "lit_propulse/data/niqe_toy_pristine.npz"))
+    suite = MetricSuite(fid="attributes", attribute_classifier=TOY_CLASSIFIER, niqe_params=str(ROOT / "lit_propulse/data/niqe_toy_pristine.npz"))
     assert not {"fid", "attr_diff", "niqe"} & set(suite.skipped)
     suite.add_method("gt")
     suite.update("gt", ImageOutput(hr, {16: downscale(hr, 16), 32: downscale(hr, 32)}), batch)

@@ -1,4 +1,5 @@
 """Generator-sampled data (ground truth on the generator's manifold) and the paper-setting YAMLs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,7 +73,8 @@ def test_paper_yamls_parse_and_list_their_missing_files(name, tmp_path, capsys, 
 #: every stage YAML -> the subcommand it is for (the evaluations are `test` runs)
 STAGE_YAMLS = {
     str(p.relative_to(ROOT)): "test" if p.stem == "eval" else "fit"
-    for p in sorted([*ROOT.glob("experiments/*.yaml"), *ROOT.glob("experiments/toy/*.yaml")]) if p.name != "pipeline.yaml"
+    for p in sorted([*ROOT.glob("experiments/*.yaml"), *ROOT.glob("experiments/toy/*.yaml")])
+    if p.name != "pipeline.yaml"
 }
 
 
@@ -116,8 +118,16 @@ def test_toy_e2e_is_ewplus_with_the_table_ii_e2e_delta(capsys, monkeypatch):
     else but its run directory."""
     monkeypatch.chdir(ROOT)
     e2e = print_config(capsys, "fit", "--config", "experiments/toy/e2e.yaml")
-    by_hand = print_config(capsys, "fit", "--config", "experiments/toy/ewplus.yaml", "--config", "experiments/ablations/e2e.yaml",
-                           "--trainer.default_root_dir", e2e["trainer"]["default_root_dir"])
+    by_hand = print_config(
+        capsys,
+        "fit",
+        "--config",
+        "experiments/toy/ewplus.yaml",
+        "--config",
+        "experiments/ablations/e2e.yaml",
+        "--trainer.default_root_dir",
+        e2e["trainer"]["default_root_dir"],
+    )
     assert e2e["model"]["init_args"]["train_side_heads"] is True and e2e["model"]["init_args"]["gds"]["init_args"]["reset_heads"] is True
     e2e.pop("base"), by_hand.pop("base")
     assert e2e == by_hand
@@ -167,8 +177,22 @@ def test_a_stage_appends_callbacks_to_its_bases_and_the_command_line_after_it(tm
     `callbacks:` replaces it; `--trainer.callbacks+=` on the command line appends after the files."""
     monkeypatch.chdir(ROOT)
     names = lambda cfg: [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]]  # noqa: E731
-    assert names(print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml")) == ["ModelCheckpoint", "StageExport", "ValidationImages", "StageEvaluation"]
-    appended = print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml", "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter", "--trainer.callbacks.output_dir=out")
+    assert names(print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml")) == [
+        "ModelCheckpoint",
+        "StageExport",
+        "ValidationImages",
+        "StageEvaluation",
+    ]
+    appended = print_config(
+        capsys,
+        "fit",
+        "--config",
+        "experiments/toy/ew.yaml",
+        "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter",
+        "--trainer.callbacks.output_dir=out",
+    )
     assert names(appended)[-1] == "SidePredictionWriter" and len(names(appended)) == 5
-    only = _write(tmp_path / "only.yaml", "trainer:\n  callbacks:\n    - class_path: lit_propulse.callbacks.export.StageExport\n      init_args: {path: x.pt}\n")
+    only = _write(
+        tmp_path / "only.yaml", "trainer:\n  callbacks:\n    - class_path: lit_propulse.callbacks.export.StageExport\n      init_args: {path: x.pt}\n"
+    )
     assert names(print_config(capsys, "fit", "--config", "experiments/toy/ew.yaml", "--config", str(only))) == ["StageExport"]

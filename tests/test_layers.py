@@ -8,6 +8,7 @@ Layers, lowest first (``docs/design.md``):
 6 ``lit_propulse.commands``, ``cli``, ``__main__``. Imports inside functions count too.
 ``datamodules`` is a client of the core: nothing in ``lit_propulse`` below layer 4 imports it.
 """
+
 from __future__ import annotations
 
 import ast

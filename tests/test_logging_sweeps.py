@@ -2,6 +2,7 @@
 offline W&B run (the progressive scale and the validation panel as a uint8 image), and every
 experiments/sweeps/*.yaml parameter accepted by the CLI the way the W&B agent passes it, each agent run
 in a run directory of its own."""
+
 from __future__ import annotations
 
 import time
@@ -14,7 +15,9 @@ from PIL import Image
 
 from lit_propulse.cli import main
 from lit_propulse.loggers import AutoWandbLogger, resolve_mode
-from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args, stages  # noqa: F401 (stages: fixture)
+from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
 PAPER = ["gds", "ew", "ewplus", "e2e"]
@@ -100,9 +103,19 @@ def test_toy_fit_logs_scale_and_panel_to_an_offline_run(stages, no_wandb_env, mo
 
     monkeypatch.setattr(AutoWandbLogger, "log_metrics", spy)
     run = tmp_path / "ewplus"
-    argv = ["fit", "--config", str(TOY / "ewplus.yaml"), *QUIET, *DATA, *encoder_args("ewplus", stages),
-            "--trainer.logger=lit_propulse.loggers.AutoWandbLogger", f"--trainer.default_root_dir={run}",  # the logger's save_dir follows
-            "--progressive.steps_per_scale=1", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1"]
+    argv = [
+        "fit",
+        "--config",
+        str(TOY / "ewplus.yaml"),
+        *QUIET,
+        *DATA,
+        *encoder_args("ewplus", stages),
+        "--trainer.logger=lit_propulse.loggers.AutoWandbLogger",
+        f"--trainer.default_root_dir={run}",  # the logger's save_dir follows
+        "--progressive.steps_per_scale=1",
+        "--trainer.val_check_interval=3",
+        "--trainer.limit_val_batches=1",
+    ]
     try:
         assert main(argv) == 0
         assert wandb.run is None  # finished by AutoWandbLogger.finalize
@@ -137,7 +150,9 @@ def test_paper_yamls_log_to_wandb_and_switch_to_csv(monkeypatch, capsys):
         assert logger["class_path"] == "lit_propulse.loggers.AutoWandbLogger"
         assert logger["init_args"]["save_dir"] == cfg["trainer"]["default_root_dir"] == f"runs/{name}" and logger["init_args"]["mode"] is None
         assert logger["init_args"]["job_type"] == name
-        csv = print_config(capsys, "fit", "--config", f"experiments/{name}.yaml", "--trainer.logger=lit_propulse.loggers.CSVLogger", "--trainer.default_root_dir=elsewhere")
+        csv = print_config(
+            capsys, "fit", "--config", f"experiments/{name}.yaml", "--trainer.logger=lit_propulse.loggers.CSVLogger", "--trainer.default_root_dir=elsewhere"
+        )
         assert csv["trainer"]["logger"]["class_path"] == "lit_propulse.loggers.CSVLogger"
         args = csv["trainer"]["logger"]["init_args"]  # carried over, and following the run directory: metrics.csv in it
         assert (args["save_dir"], args["name"], args["version"]) == ("elsewhere", "", "")

@@ -2,6 +2,7 @@
 Sec. IV-G describes it, one ε for PULSE's search and its success rate, runtime at batch 1 and
 throughput, the FLOPs convention, no E_W call at the full scale, the losses' printed normalisation,
 PULSE "as published", and the report check the Table II grid relies on."""
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,8 @@ from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.networks.gds import DeeplySupervisedGenerator, load_gds
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 from lit_propulse.pulse import PULSE, GaussianFit, PULSEConfig
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
@@ -80,9 +83,23 @@ def test_cli_stops_before_building_when_the_critic_file_has_no_d(tmp_path, capsy
     gds.save(tmp_path / "gds.pt")
     conv = _converter_layout(tmp_path / "g_only.pt")
     run = tmp_path / "run"
-    code = main(["fit", "--config", str(TOY / "ew.yaml"), "--model.init_args.gds.init_args.path", str(tmp_path / "gds.pt"),
-                 "--model.init_args.encoder.init_args.w_dim", "64", f"--{D_PATH}", str(conv),
-                 "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(TOY / "ew.yaml"),
+            "--model.init_args.gds.init_args.path",
+            str(tmp_path / "gds.pt"),
+            "--model.init_args.encoder.init_args.w_dim",
+            "64",
+            f"--{D_PATH}",
+            str(conv),
+            "--trainer.default_root_dir",
+            str(run),
+            "--trainer.logger.init_args.save_dir",
+            str(run),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "Traceback" not in err
     assert "g_only.pt: exists but holds no discriminator" in err and "--disc" in err
@@ -108,8 +125,16 @@ def _fit(module: pl.LightningModule, steps: int, root: Path) -> None:
     from datamodules.toy_faces import ToyFacesDataModule
 
     dm = ToyFacesDataModule(hr_size=64, lr_size=8, num_train=8, num_test=4, batch_size=2, val_subset=2)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=str(root))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=str(root),
+    )
     trainer.fit(module, datamodule=dm)
 
 
@@ -123,9 +148,14 @@ def test_e2e_trains_the_branches_with_e_w_then_with_e_w_plus(tmp_path):
     # stage 1 of E2E: fresh branches on the plain StyleGAN2 (no G_ds stage), trained with E_W under Eq. (1) + Eq. (5)
     gds = DeeplySupervisedGenerator(G, lr_size=8, head_hidden=(8, 8))
     fresh = _heads(gds)
-    ew = EWModule(EWEncoder(8, G.w_dim, G.num_ws, channels=8, num_groups=1, rcabs_per_group=1, out_channels=16, reduction=4), gds,
-                  EncoderLoss(1.0, 0.0, 0.01), discriminator=Discriminator.from_checkpoint(FIX),
-                  train_side_heads=True, gds_loss=GdsLoss(lambda_pp=1.0, vgg=_TinyVGG()))
+    ew = EWModule(
+        EWEncoder(8, G.w_dim, G.num_ws, channels=8, num_groups=1, rcabs_per_group=1, out_channels=16, reduction=4),
+        gds,
+        EncoderLoss(1.0, 0.0, 0.01),
+        discriminator=Discriminator.from_checkpoint(FIX),
+        train_side_heads=True,
+        gds_loss=GdsLoss(lambda_pp=1.0, vgg=_TinyVGG()),
+    )
     _fit(ew, 2, tmp_path)
     after_ew = _heads(gds)
     assert any(not torch.equal(fresh[k], after_ew[k]) for k in fresh), "the branches did not train with E_W"
@@ -140,9 +170,15 @@ def test_e2e_trains_the_branches_with_e_w_then_with_e_w_plus(tmp_path):
 
     # stage 2 of E2E: the same branches keep training with E_W+, guided by the E2E E_W (not one trained on a frozen G_ds)
     e2e_ew = load_module(tmp_path / "e2e_ew.pt", EWEncoder)
-    plus = EWPlusModule(EWPlusEncoder(8, G.w_dim, G.num_ws, scales=[16, 32, 64], channels=8, rcabs_per_branch=1, out_channels=16, reduction=4),
-                        co_trained, EncoderLoss(1.0, 0.0, 0.01), ew_encoder=e2e_ew, discriminator=Discriminator.from_checkpoint(FIX),
-                        train_side_heads=True, gds_loss=GdsLoss(lambda_pp=1.0, vgg=_TinyVGG()))
+    plus = EWPlusModule(
+        EWPlusEncoder(8, G.w_dim, G.num_ws, scales=[16, 32, 64], channels=8, rcabs_per_branch=1, out_channels=16, reduction=4),
+        co_trained,
+        EncoderLoss(1.0, 0.0, 0.01),
+        ew_encoder=e2e_ew,
+        discriminator=Discriminator.from_checkpoint(FIX),
+        train_side_heads=True,
+        gds_loss=GdsLoss(lambda_pp=1.0, vgg=_TinyVGG()),
+    )
     plus.set_active_scale(16)
     _fit(plus, 2, tmp_path)
     assert any(not torch.equal(after_ew[k], v) for k, v in _heads(co_trained).items()), "the branches did not keep training with E_W+"
@@ -154,8 +190,11 @@ def test_e2e_trains_the_branches_with_e_w_then_with_e_w_plus(tmp_path):
 
 def test_a_stage_with_frozen_branches_writes_no_gds(tmp_path):
     G = Generator.from_checkpoint(FIX)
-    m = EWModule(EWEncoder(8, G.w_dim, G.num_ws, channels=8, num_groups=1, rcabs_per_group=1, out_channels=16, reduction=4),
-                 DeeplySupervisedGenerator(G, lr_size=8, head_hidden=(8, 8)), EncoderLoss(1.0, 0.0, 0.0))
+    m = EWModule(
+        EWEncoder(8, G.w_dim, G.num_ws, channels=8, num_groups=1, rcabs_per_group=1, out_channels=16, reduction=4),
+        DeeplySupervisedGenerator(G, lr_size=8, head_hidden=(8, 8)),
+        EncoderLoss(1.0, 0.0, 0.0),
+    )
     m.export(str(tmp_path / "ew.pt"))
     assert (tmp_path / "ew.pt").is_file() and not (tmp_path / "ew_gds.pt").exists()
 
@@ -211,7 +250,9 @@ def test_the_report_gives_batch1_runtime_throughput_and_both_flop_columns(tmp_pa
     from datamodules.toy_faces import ToyFacesDataModule
 
     dm = ToyFacesDataModule(hr_size=32, lr_size=8, num_train=4, num_test=5, batch_size=2, hflip=False)
-    model = EvaluationModule([BicubicMethod(), _Shift("shift")], MetricSuite(eps=1e-3, fid="none", niqe=False), output_dir=str(tmp_path), grid_images=2, runtime_images=3)
+    model = EvaluationModule(
+        [BicubicMethod(), _Shift("shift")], MetricSuite(eps=1e-3, fid="none", niqe=False), output_dir=str(tmp_path), grid_images=2, runtime_images=3
+    )
     pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(model, datamodule=dm, verbose=False)
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["eps"] == 1e-3
@@ -343,4 +384,3 @@ def test_missing_metrics_names_the_skipped_fid_and_niqe():
     assert missing_metrics(rep) == {"niqe": "switched off (metrics.niqe: false)"}
     assert missing_metrics({"results": {"E_W": {"fid": 3.0, "niqe": 4.0}}}) == {}
     assert "fid" in missing_metrics({"results": {"E_W": {"niqe": 4.0}}, "skipped": {}})
-

@@ -2,6 +2,7 @@
 (fixture generator, tiny data, a few steps): G_ds -> E_W -> E_W+, every ablation delta, the
 progressive schedule, resume mid-scale, falling losses, the missing-file preflight, one run directory
 whatever the logger, the pipeline and the grid."""
+
 from __future__ import annotations
 
 import csv
@@ -18,13 +19,24 @@ from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.networks.gds import load_gds
 from lit_propulse.networks.stylegan2 import num_ws_up_to
 
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
 TOY = ROOT / "experiments" / "toy"
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").glob("*.yaml"))
 
 DATA = ["--data.init_args.num_train", "32", "--data.init_args.num_test", "8", "--data.init_args.batch_size", "4", "--data.init_args.val_subset", "4"]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1"]
+QUIET = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--trainer.log_every_n_steps",
+    "1",
+]
 
 
 def run_dir_args(d: Path) -> list[str]:
@@ -83,15 +95,44 @@ def read_metrics(d: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def stages(tmp_path_factory) -> Path:
-    """Run G_ds, E_W and E_W+ once on the fixture generator; later tests reuse their exports."""
-    out = tmp_path_factory.mktemp("stages")
-    fit(TOY / "gds.yaml", "--model.init_args.gds.init_args.path", FIX, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *run_dir_args(out / "gds"))
-    fit(TOY / "ew.yaml", *encoder_args("ew", out), "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *run_dir_args(out / "ew"))
+def train_stages(out: Path) -> Path:
+    """Run G_ds, E_W and E_W+ once on the fixture generator into ``out``; the session fixture
+    ``stages`` (tests/conftest.py) calls this once and every test file reuses the exports."""
+    fit(
+        TOY / "gds.yaml",
+        "--model.init_args.gds.init_args.path",
+        FIX,
+        "--trainer.max_steps",
+        "3",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        *run_dir_args(out / "gds"),
+    )
+    fit(
+        TOY / "ew.yaml",
+        *encoder_args("ew", out),
+        "--trainer.max_steps",
+        "3",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        *run_dir_args(out / "ew"),
+    )
     # the YAML's checkpoint (every val_check_interval steps) at the last step: ewplus/checkpoints/last.ckpt
-    fit(TOY / "ewplus.yaml", *encoder_args("ewplus", out), "--progressive.steps_per_scale", "2", "--trainer.val_check_interval", "6", "--trainer.limit_val_batches", "1",
-        *run_dir_args(out / "ewplus"))
+    fit(
+        TOY / "ewplus.yaml",
+        *encoder_args("ewplus", out),
+        "--progressive.steps_per_scale",
+        "2",
+        "--trainer.val_check_interval",
+        "6",
+        "--trainer.limit_val_batches",
+        "1",
+        *run_dir_args(out / "ewplus"),
+    )
     return out
 
 
@@ -123,7 +164,17 @@ def test_every_ablation_runs(stages, tmp_path, delta):
         with pytest.raises(ValueError, match="identity network"):
             fit([TOY / base, delta], *encoder_args(stage, stages, text), "--trainer.max_steps", "1", *run_dir_args(tmp_path))
         return
-    fit([TOY / base, delta], *encoder_args(stage, stages, text), "--progressive.steps_per_scale", "1", "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0", *run_dir_args(tmp_path))
+    fit(
+        [TOY / base, delta],
+        *encoder_args(stage, stages, text),
+        "--progressive.steps_per_scale",
+        "1",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.limit_val_batches",
+        "0",
+        *run_dir_args(tmp_path),
+    )
     exports = glob.glob(str(tmp_path / "*.pt"))
     assert exports, f"{delta.name}: no stage export written"
 
@@ -169,7 +220,20 @@ def test_callback_switches_at_configured_steps():
 def test_resume_mid_scale_composes_the_same_wplus(stages, tmp_path):
     """Kill-free version of the resume check: stop at step 3 (mid-scale 32), resume from last.ckpt,
     and compare the scale schedule and the composed w+ with the uninterrupted run."""
-    common = [*encoder_args("ewplus", stages), "--progressive.steps_per_scale", "2", "--trainer.limit_val_batches", "0", "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath", str(tmp_path / "ck"), "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "1"]
+    common = [
+        *encoder_args("ewplus", stages),
+        "--progressive.steps_per_scale",
+        "2",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(tmp_path / "ck"),
+        "--trainer.callbacks.save_last",
+        "true",
+        "--trainer.callbacks.every_n_train_steps",
+        "1",
+    ]
     fit(TOY / "ewplus.yaml", *common, "--trainer.max_steps", "3", *run_dir_args(tmp_path / "a"))
     ck = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=False, map_location="cpu")
     state = next(v for k, v in ck["callbacks"].items() if "ProgressiveScaleCallback" in k)
@@ -184,21 +248,45 @@ def test_resume_mid_scale_composes_the_same_wplus(stages, tmp_path):
 
 
 def test_losses_fall(stages, tmp_path):
-    fit(TOY / "ew.yaml", *encoder_args("ew", stages), "--model.init_args.loss.init_args.lambda_adv", "0", "--model.init_args.discriminator", "null", "--trainer.max_steps", "16", "--trainer.limit_val_batches", "0", *run_dir_args(tmp_path))
+    fit(
+        TOY / "ew.yaml",
+        *encoder_args("ew", stages),
+        "--model.init_args.loss.init_args.lambda_adv",
+        "0",
+        "--model.init_args.discriminator",
+        "null",
+        "--trainer.max_steps",
+        "16",
+        "--trainer.limit_val_batches",
+        "0",
+        *run_dir_args(tmp_path),
+    )
     rec = [float(r["train/loss/rec"]) for r in read_metrics(tmp_path) if r.get("train/loss/rec")]
     assert len(rec) == 16
     assert sum(rec[-4:]) / 4 < 0.7 * sum(rec[:4]) / 4
 
 
 def test_missing_files_are_listed_before_training(tmp_path, capsys):
-    code = main(["fit", "--config", str(TOY / "ewplus.yaml"), "--model.init_args.gds.init_args.path", str(tmp_path / "nope_gds.pt"), "--model.init_args.ew_encoder.init_args.path", str(tmp_path / "nope_ew.pt"), "--model.init_args.discriminator.init_args.path", str(tmp_path / "nope_sg2.pt"), *run_dir_args(tmp_path)])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(TOY / "ewplus.yaml"),
+            "--model.init_args.gds.init_args.path",
+            str(tmp_path / "nope_gds.pt"),
+            "--model.init_args.ew_encoder.init_args.path",
+            str(tmp_path / "nope_ew.pt"),
+            "--model.init_args.discriminator.init_args.path",
+            str(tmp_path / "nope_sg2.pt"),
+            *run_dir_args(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     for name in ("nope_gds.pt", "nope_ew.pt", "nope_sg2.pt"):
         assert name in err
     assert "G_ds" in err and "StyleGAN2" in err
     assert not (tmp_path / "checkpoints").exists()
-
 
 
 def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
@@ -211,10 +299,33 @@ def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
     for i in range(3):
         Image.fromarray(render_toy_face(0, 90_000 + i, 64)[0]).save(faces / f"face{i}.png")
     out = tmp_path / "pred"
-    argv = ["predict", "--config", str(TOY / "ewplus.yaml"), *encoder_args("ewplus", stages), "--ckpt_path", str(stages / "ewplus" / "checkpoints" / "last.ckpt"),
-            "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter", "--trainer.callbacks.output_dir", str(out), "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--data", "datamodules.folder.ImageFolderDataModule", "--data.root", str(faces),
-            "--data.hr_size", "64", "--data.lr_size", "8", "--data.test_fraction", "1.0", "--data.batch_size", "2"]
+    argv = [
+        "predict",
+        "--config",
+        str(TOY / "ewplus.yaml"),
+        *encoder_args("ewplus", stages),
+        "--ckpt_path",
+        str(stages / "ewplus" / "checkpoints" / "last.ckpt"),
+        "--trainer.callbacks+=lit_propulse.callbacks.predict.SidePredictionWriter",
+        "--trainer.callbacks.output_dir",
+        str(out),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data",
+        "datamodules.folder.ImageFolderDataModule",
+        "--data.root",
+        str(faces),
+        "--data.hr_size",
+        "64",
+        "--data.lr_size",
+        "8",
+        "--data.test_fraction",
+        "1.0",
+        "--data.batch_size",
+        "2",
+    ]
     assert main(argv) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"face{i}{suffix}.png" for i in range(3) for suffix in ("", "_lr", "_r16", "_r32"))
@@ -242,12 +353,29 @@ def test_each_stage_writes_in_its_run_directory_whatever_the_logger(tmp_path, mo
     short = ["--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"]
     enc = ["--model.init_args.encoder.init_args.w_dim", "64", "--model.init_args.discriminator.init_args.path", FIX]
     own_dir = "pytorch_lightning.loggers.TensorBoardLogger" if importlib.util.find_spec("tensorboard") else "pytorch_lightning.loggers.CSVLogger"
-    fit(TOY / "gds.yaml", "--model.init_args.gds.init_args.path", FIX, "--trainer.max_steps", "2", *short,
-        f"--trainer.logger={own_dir}", "--trainer.logger.init_args.save_dir=elsewhere", "--trainer.logger.init_args.name=lightning_logs", "--trainer.logger.init_args.version=null")
+    fit(
+        TOY / "gds.yaml",
+        "--model.init_args.gds.init_args.path",
+        FIX,
+        "--trainer.max_steps",
+        "2",
+        *short,
+        f"--trainer.logger={own_dir}",
+        "--trainer.logger.init_args.save_dir=elsewhere",
+        "--trainer.logger.init_args.name=lightning_logs",
+        "--trainer.logger.init_args.version=null",
+    )
     fit(TOY / "ew.yaml", *enc, "--trainer.max_steps", "2", *short, "--trainer.logger=false")
     try:
-        fit(TOY / "ewplus.yaml", *enc, "--progressive.steps_per_scale", "1", *short,
-            "--trainer.logger=lit_propulse.loggers.AutoWandbLogger", "--trainer.logger.init_args.mode=offline")
+        fit(
+            TOY / "ewplus.yaml",
+            *enc,
+            "--progressive.steps_per_scale",
+            "1",
+            *short,
+            "--trainer.logger=lit_propulse.loggers.AutoWandbLogger",
+            "--trainer.logger.init_args.mode=offline",
+        )
     finally:
         if wandb.run is not None:
             wandb.finish()
@@ -271,7 +399,13 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     """The toy pipeline's stages (the real stage YAMLs), shrunk per stage; a second run skips them all."""
     import yaml
 
-    shrink = ["--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", *[f"{a}={b}" for a, b in zip(DATA[::2], DATA[1::2])]]
+    shrink = [
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        *[f"{a}={b}" for a, b in zip(DATA[::2], DATA[1::2])],
+    ]
     enc = ["--model.init_args.encoder.init_args.w_dim=64", f"--model.init_args.discriminator.init_args.path={FIX}"]
     spec = yaml.safe_load((TOY / "pipeline.yaml").read_text())
     spec["out_dir"] = str(tmp_path / "out")
@@ -284,9 +418,12 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     # PULSE, 3 steps, no trained metric nets); the methods list is given whole, as a list is replaced
     methods = yaml.safe_load((TOY / "eval.yaml").read_text())["model"]["init_args"]["methods"]
     methods[1]["init_args"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
-    ev = {"base": str(TOY / "eval.yaml"), "trainer": {"enable_progress_bar": False},
-          "model": {"init_args": {"methods": methods, "metrics": {"init_args": {"attribute_classifier": None, "niqe": False, "fid": "none"}}}},
-          "data": {"init_args": {"num_train": 4, "num_test": 5, "batch_size": 5}}}
+    ev = {
+        "base": str(TOY / "eval.yaml"),
+        "trainer": {"enable_progress_bar": False},
+        "model": {"init_args": {"methods": methods, "metrics": {"init_args": {"attribute_classifier": None, "niqe": False, "fid": "none"}}}},
+        "data": {"init_args": {"num_train": 4, "num_test": 5, "batch_size": 5}},
+    }
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
     spec["stages"][3].update(config=str(tmp_path / "eval.yaml"), overrides=[])
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
@@ -299,7 +436,9 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     # the evaluation used this run's exports (linked by method name) and its table is in the report
     linked = yaml.safe_load((tmp_path / "out" / "eval" / "pipeline_links.yaml").read_text())["model"]["init_args"]["methods"]
     by_name = {m["init_args"]["name"]: m["init_args"] for m in linked}
-    assert by_name["Pro-PULSE"]["encoder"] == str(tmp_path / "out" / "ewplus" / "ewplus.pt") and by_name["E_W"]["encoder"] == str(tmp_path / "out" / "ew" / "ew.pt")
+    assert by_name["Pro-PULSE"]["encoder"] == str(tmp_path / "out" / "ewplus" / "ewplus.pt") and by_name["E_W"]["encoder"] == str(
+        tmp_path / "out" / "ew" / "ew.pt"
+    )
     assert by_name["PULSE"]["generator"] == FIX  # the other items as the stage's config has them
     assert "| Pro-PULSE |" in report and "| PULSE |" in report and "eval/grid.png" in report
     capsys.readouterr()
@@ -329,7 +468,19 @@ def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):
     assert any(r.get("val/attr_diff") for r in read_metrics(stages / "ew"))  # the toy YAMLs' validation subset
     # validation with a metric subset (the StageEvaluation callback's val_metrics)
     ew_yaml = with_val_metrics(TOY / "ew.yaml", ["psnr", "consistency"], tmp_path / "ew.yaml")
-    fit(ew_yaml, *encoder_args("ew", tmp_path), "--model.init_args.gds.init_args.path", str(stages / "gds" / "gds.pt"), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "v"))
+    fit(
+        ew_yaml,
+        *encoder_args("ew", tmp_path),
+        "--model.init_args.gds.init_args.path",
+        str(stages / "gds" / "gds.pt"),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        *run_dir_args(tmp_path / "v"),
+    )
     rows = read_metrics(tmp_path / "v")
     assert any(r.get("val/psnr") for r in rows) and any(r.get("val/l_ds") for r in rows)
 
@@ -340,8 +491,10 @@ def test_training_modules_load_no_evaluation_code():
     import subprocess
     import sys
 
-    code = ("import sys, lit_propulse.modules.propulse, lit_propulse.modules.attribute_module; "
-            "print(sorted(m for m in sys.modules if m.startswith(('lit_propulse.evaluation', 'lit_propulse.pulse', 'lit_propulse.metrics.niqe'))))")
+    code = (
+        "import sys, lit_propulse.modules.propulse, lit_propulse.modules.attribute_module; "
+        "print(sorted(m for m in sys.modules if m.startswith(('lit_propulse.evaluation', 'lit_propulse.pulse', 'lit_propulse.metrics.niqe'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -350,9 +503,22 @@ def test_grid_runs_variants_resumably_and_collects_table_ii(stages, tmp_path, ca
     """`grid` over three ablation deltas of the toy E_W+ stage: two train + evaluate, one (only_id: no
     identity net on toy faces) fails in its row without stopping the grid; a second call trains nothing."""
     variants = [str(ROOT / "experiments" / "ablations" / f"{v}.yaml") for v in ("without_adv", "only_id", "ewplus_direct")]
-    common = ["--model.init_args.gds.init_args.path", str(stages / "gds" / "gds.pt"), "--model.init_args.encoder.init_args.w_dim", "64",
-              "--model.init_args.ew_encoder.init_args.path", str(stages / "ew" / "ew.pt"), "--progressive.steps_per_scale", "1",
-              "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", *QUIET, *DATA]
+    common = [
+        "--model.init_args.gds.init_args.path",
+        str(stages / "gds" / "gds.pt"),
+        "--model.init_args.encoder.init_args.w_dim",
+        "64",
+        "--model.init_args.ew_encoder.init_args.path",
+        str(stages / "ew" / "ew.pt"),
+        "--progressive.steps_per_scale",
+        "1",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        *QUIET,
+        *DATA,
+    ]
     argv = ["grid", "--variants", *variants, "--base-dir", str(TOY), "--out", str(tmp_path / "g"), *common]
     assert main(argv) == 1  # one variant failed
     table = (tmp_path / "g" / "table_ii.md").read_text()
@@ -376,8 +542,33 @@ def test_ddp_spawn_two_processes_fit_then_test_count_each_image_once(stages, tmp
 
     ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn_find_unused_parameters_true"]
     args = [*encoder_args("ew", stages), "--data.init_args.batch_size", "3", *ddp]
-    fit(TOY / "ew.yaml", *args, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *run_dir_args(tmp_path / "fit"))
+    fit(
+        TOY / "ew.yaml",
+        *args,
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        *run_dir_args(tmp_path / "fit"),
+    )
     assert (tmp_path / "fit" / "ew.pt").is_file() and (tmp_path / "fit" / "checkpoints" / "last.ckpt").is_file()
-    assert main(["test", "--config", str(TOY / "ew.yaml"), *QUIET, *DATA, *args, *run_dir_args(tmp_path / "test"), "--ckpt_path", str(tmp_path / "fit" / "checkpoints" / "last.ckpt")]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--config",
+                str(TOY / "ew.yaml"),
+                *QUIET,
+                *DATA,
+                *args,
+                *run_dir_args(tmp_path / "test"),
+                "--ckpt_path",
+                str(tmp_path / "fit" / "checkpoints" / "last.ckpt"),
+            ]
+        )
+        == 0
+    )
     rep = json.loads((tmp_path / "test" / "report.json").read_text())
     assert rep["world_size"] == 2 and rep["num_images"] == 8 and rep["results"]["E_W"]["count"] == 8

@@ -18,6 +18,8 @@ from lit_propulse.networks.feature_nets import ArcFaceIdentity
 from lit_propulse.networks.psp import IR_SE50_STAGES, GradualStyleBlock, GradualStyleEncoder
 from lit_propulse.networks.stylegan2 import Generator
 
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+
 W_DIM = 16
 TINY_STAGES = [(16, 1), (16, 1), (32, 1), (32, 1)]
 

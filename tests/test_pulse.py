@@ -1,5 +1,6 @@
 """PULSE (Menon et al., CVPR 2020) on StyleGAN2: losses, spheres, the Gaussian fit, per-image ε,
 convergence, the CLI and the LightningModule. All on the 64 px port fixture, CPU, one thread."""
+
 from __future__ import annotations
 
 import csv
@@ -40,6 +41,8 @@ from lit_propulse.pulse import (
 )
 from lit_propulse.pulse.fit import CACHE_FILE_MODE
 from lit_propulse.pulse.results import image_key
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 FIX = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
 
@@ -335,11 +338,33 @@ def test_cli_writes_what_it_promises(G, own_samples, tmp_path, monkeypatch, caps
     (inp / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # reported and skipped
     groups = tmp_path / "groups.csv"
     groups.write_text("name,group\nface0.png,A\nface1.png,B\n")
-    code = cli_main([
-        "pulse", "--generator", str(FIX), "--input", str(inp), "--output", str(out), "--lr-size", "8",
-        "--samples", "2", "--steps", "3", "--batch-size", "3", "--save-steps", "2", "--fit-samples", "2000",
-        "--groups", str(groups), "--degrade", "gauss:25",
-    ])
+    code = cli_main(
+        [
+            "pulse",
+            "--generator",
+            str(FIX),
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--lr-size",
+            "8",
+            "--samples",
+            "2",
+            "--steps",
+            "3",
+            "--batch-size",
+            "3",
+            "--save-steps",
+            "2",
+            "--fit-samples",
+            "2000",
+            "--groups",
+            str(groups),
+            "--degrade",
+            "gauss:25",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "broken.png" in captured.err
@@ -393,8 +418,9 @@ def test_cli_bad_input_folder_gives_a_clear_message(tmp_path, monkeypatch, capsy
     if case == "only_bad":
         (inp / "a.png").write_bytes(b"")
         (inp / "b.jpg").write_bytes(b"garbage")
-    code = cli_main(["pulse", "--generator", str(FIX), "--input", str(inp), "--output", str(tmp_path / "out"),
-                     "--lr-size", "8", "--steps", "1", "--fit-samples", "2000"])
+    code = cli_main(
+        ["pulse", "--generator", str(FIX), "--input", str(inp), "--output", str(tmp_path / "out"), "--lr-size", "8", "--steps", "1", "--fit-samples", "2000"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     expected = {"missing": "does not exist", "empty": "holds no images", "only_bad": "no usable images"}[case]
@@ -434,8 +460,7 @@ def test_pulse_module_test_and_predict(G, fit, own_samples):
     items = [{"hr": hr[i], "lr": lr[i], "index": i, "name": f"x{i}"} for i in range(3)]
     loader = DataLoader(items, batch_size=2, collate_fn=collate_sr)
     module = PULSEModule(G, PULSEConfig(steps=2, eps=1e6), num_samples=2, gaussian_fit=fit)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     (metrics,) = trainer.test(module, loader, verbose=False)
     assert metrics["test/pulse/success_rate"] == pytest.approx(1.0)  # eps = 1e6: everything succeeds
     assert "test/pulse/loss_ds" in metrics

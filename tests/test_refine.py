@@ -18,6 +18,8 @@ from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.pulse.fit import GaussianFit
 from lit_propulse.refine import RefineConfig, RefinedUpsampler, refine, render_fn
 
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+
 W_DIM = 16
 SIZE, LR = 32, 8
 

@@ -4,6 +4,7 @@ asserts the exit code, the one-line message, and what is (not) on disk afterward
 A tiny LightningModule/DataModule defined here keeps the LightningCLI cases fast; the data cases use
 the project's own folder DataModule.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,6 +21,8 @@ from lit_propulse.cli import main
 from lit_propulse.core.errors import UserFacingError
 from lit_propulse.core.images import list_images
 from lit_propulse.runs import LOCK_FILE, run_lock
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 HERE = "tests.test_reliability"
 
@@ -106,13 +109,32 @@ class SizedData(Data):
 
 
 def cli(sub: str, root: Path, *extra: str, model: str = "Counting", data: str = "Data") -> int:
-    return main([
-        sub, "--model", f"{HERE}.{model}", "--data", f"{HERE}.{data}",
-        "--trainer.default_root_dir", str(root), "--trainer.logger", "lit_propulse.loggers.CSVLogger",
-        "--trainer.logger.init_args.save_dir", str(root), "--trainer.logger.init_args.name", "",
-        "--trainer.logger.init_args.version", "", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", *extra,
-    ])
+    return main(
+        [
+            sub,
+            "--model",
+            f"{HERE}.{model}",
+            "--data",
+            f"{HERE}.{data}",
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.logger",
+            "lit_propulse.loggers.CSVLogger",
+            "--trainer.logger.init_args.save_dir",
+            str(root),
+            "--trainer.logger.init_args.name",
+            "",
+            "--trainer.logger.init_args.version",
+            "",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 def one_error_line(capsys) -> str:
@@ -222,10 +244,22 @@ def test_symlink_loops_and_outside_links_are_not_followed_and_files_count_once(t
 
 def test_a_diverging_run_stops_by_name_keeps_its_last_good_checkpoint_and_writes_no_export(tmp_path, capsys):
     code = cli(
-        "fit", tmp_path, "--model.init_args.lr", "1e12", "--trainer.max_steps", "40", "--trainer.log_every_n_steps", "1",
-        "--trainer.callbacks+=lit_propulse.callbacks.export.StageExport", "--trainer.callbacks.path=stage.pt",
-        "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=1", "--trainer.callbacks.save_last=true",
-        "--trainer.callbacks.dirpath", str(tmp_path / "checkpoints"), model="Exporting",
+        "fit",
+        tmp_path,
+        "--model.init_args.lr",
+        "1e12",
+        "--trainer.max_steps",
+        "40",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.callbacks+=lit_propulse.callbacks.export.StageExport",
+        "--trainer.callbacks.path=stage.pt",
+        "--trainer.callbacks+=ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=1",
+        "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.dirpath",
+        str(tmp_path / "checkpoints"),
+        model="Exporting",
     )
     assert code == 2
     line = one_error_line(capsys)
@@ -298,8 +332,25 @@ def test_an_interrupted_pulse_leaves_an_index_of_what_it_finished(tmp_path, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pulse_command, "_search_batch", interrupt_second)
-    code = main(["pulse", "--generator", str(fixture), "--input", str(inp), "--output", str(tmp_path / "out"), "--steps", "2",
-                 "--batch-size", "1", "--fit-samples", "1000", "--cache-dir", str(tmp_path / "cache")])
+    code = main(
+        [
+            "pulse",
+            "--generator",
+            str(fixture),
+            "--input",
+            str(inp),
+            "--output",
+            str(tmp_path / "out"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "1",
+            "--fit-samples",
+            "1000",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 2
     assert "interrupted after 1 of 3 searches" in one_error_line(capsys)
     with open(tmp_path / "out" / "results.csv") as f:

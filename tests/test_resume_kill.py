@@ -5,6 +5,7 @@ The run uses the toy YAML's own ModelCheckpoint (from ``experiments/base/fit.yam
 ``<trainer.default_root_dir>/checkpoints``, one checkpoint every ``val_check_interval`` steps), only saving
 every step: ``--ckpt_path last`` must find it there in a new process, as a user relies on.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ from lit_propulse.cli import main
 from lit_propulse.core.weights import load_module
 from lit_propulse.networks.encoders import EWPlusEncoder
 from lit_propulse.networks.stylegan2 import num_ws_up_to
-from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args, fit, read_metrics, run_dir_args, stages  # noqa: F401 (stages: fixture)
+from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args, fit, read_metrics, run_dir_args
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 STEPS_PER_SCALE = 8  # toy scales 16, 32, 64: 24 steps in all; killed somewhere in steps 9..23
 SCALES = 3
@@ -65,16 +68,27 @@ def test_sigkill_mid_scale_then_resume_last(stages, tmp_path, capsys):
     run = tmp_path / "run"
     every_step = checkpoint_every_step(run, capsys)
     config = TOY / "ewplus.yaml"
-    shrink = [*encoder_args("ewplus", stages), "--model.init_args.encoder.init_args.out_channels=32", "--model.init_args.init_from_ew=false",  # (E_W is wider than this E_W+)
-                  # small checkpoints: one is written every step
-              f"--progressive.steps_per_scale={STEPS_PER_SCALE}", "--trainer.limit_val_batches=0"]
+    shrink = [
+        *encoder_args("ewplus", stages),
+        "--model.init_args.encoder.init_args.out_channels=32",
+        "--model.init_args.init_from_ew=false",  # (E_W is wider than this E_W+)
+        # small checkpoints: one is written every step
+        f"--progressive.steps_per_scale={STEPS_PER_SCALE}",
+        "--trainer.limit_val_batches=0",
+    ]
     last = run / "checkpoints" / "last.ckpt"
 
     # 1. the run to kill, in its own process
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path / "tmp"), PYTHONUNBUFFERED="1")
     (tmp_path / "tmp").mkdir()
     log = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lit_propulse", "fit", "--config", str(config), *QUIET, *DATA, *shrink, *every_step], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lit_propulse", "fit", "--config", str(config), *QUIET, *DATA, *shrink, *every_step],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # poll last.ckpt until it is past the first scale boundary and mid-scale

@@ -1,5 +1,6 @@
 """StyleGAN2 interop and behaviour: the shared port fixture, a second architecture against an
 independent naive re-statement of the port, checkpoint layouts, safe loading and errors."""
+
 from __future__ import annotations
 
 import argparse
@@ -134,7 +135,14 @@ def test_second_architecture_matches_independent_reference(tmp_path, kw):
 
 @pytest.mark.parametrize(
     "up,down,pad,k",
-    [(2, 1, (2, 1), (1, 3, 3, 1)), (1, 2, (1, 1), (1, 3, 3, 1)), (1, 1, (1, 1), (1, 3, 3, 1)), (2, 1, (1, 1), (1, 2, 4)), (1, 2, (2, 1), (1, 2, 4)), (1, 1, (-1, 2), (1, 3, 3, 1))],
+    [
+        (2, 1, (2, 1), (1, 3, 3, 1)),
+        (1, 2, (1, 1), (1, 3, 3, 1)),
+        (1, 1, (1, 1), (1, 3, 3, 1)),
+        (2, 1, (1, 1), (1, 2, 4)),
+        (1, 2, (2, 1), (1, 2, 4)),
+        (1, 1, (-1, 2), (1, 3, 3, 1)),
+    ],
 )
 def test_upfirdn2d_matches_naive(up, down, pad, k):
     kern = torch.as_tensor(k, dtype=torch.float32)
@@ -181,6 +189,7 @@ def test_shipped_toy_generator_loads_exactly():
     path = Path(lit_propulse.__file__).parent / "data" / "toy_stylegan2_64.pt"
     raw = torch.load(path, weights_only=True)
     G2, D2 = Generator.from_checkpoint(path), Discriminator.from_checkpoint(path)
+
     def shapes(arch):  # the blur kernel is read back normalised; its buffers are compared below
         return {k: v for k, v in arch.items() if k != "blur_kernel"}
 
@@ -311,31 +320,160 @@ def test_discriminator_errors(tmp_path, G):
         Discriminator.from_checkpoint(tmp_path / "g_only.pt")
 
 
-@pytest.mark.parametrize("min_elements", [0, 2**62], ids=["modulated-weights", "modulated-activations"])
-@pytest.mark.parametrize("grad", [False, True], ids=["no-grad(in-place)", "grad"])
-def test_both_formulations_match_the_port(G, ref, monkeypatch, min_elements, grad):
-    """The size-chosen formulations (per-sample modulated weights / modulated activations) and the
-    in-place inference epilogue all reproduce the port's images."""
-    from lit_propulse.networks.stylegan2 import ModulatedConv2d
+# -- the formulations ModulatedConv2d chooses per call ----------------------------------------------
 
-    monkeypatch.setattr(ModulatedConv2d, "weight_path_min_elements", min_elements)
+# name: (weight_path_min_elements, style_grad_path, generator frozen). With min_elements 0 every
+# layer is "high resolution"; "trainable-G" (weights needing gradients) takes the activation path.
+FORMULATIONS = {
+    "modulated-activations": (2**62, True, True),
+    "modulated-weights": (0, False, True),
+    "style-grad": (0, True, True),
+    "trainable-G": (0, True, False),
+}
+
+
+def _formulation(monkeypatch, G, name):
+    """A copy of G set up for formulation ``name``; returns (G, calls) with calls[0] counting
+    the uses of the hand-written backward path (_StyleGradConv)."""
+    import copy
+
+    from lit_propulse.networks import stylegan2 as sg
+
+    min_elements, style_grad, frozen = FORMULATIONS[name]
+    monkeypatch.setattr(sg.ModulatedConv2d, "weight_path_min_elements", min_elements)
+    monkeypatch.setattr(sg.ModulatedConv2d, "style_grad_path", style_grad)
+    calls = [0]
+    apply = sg._StyleGradConv.apply
+
+    def counted(*args):
+        calls[0] += 1
+        return apply(*args)
+
+    monkeypatch.setattr(sg._StyleGradConv, "apply", counted)
+    G = copy.deepcopy(G).requires_grad_(not frozen)
+    return G, calls
+
+
+@pytest.mark.parametrize("name", list(FORMULATIONS))
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad(in-place)", "grad"])
+def test_every_formulation_matches_the_port(G, ref, monkeypatch, name, grad):
+    """Each formulation (modulated activations / per-sample weights / the style-gradient path /
+    a trainable generator) and the in-place inference epilogue reproduce the port's images."""
+    G, calls = _formulation(monkeypatch, G, name)
     ws = ref["wplus"].clone().requires_grad_(grad)
     with torch.set_grad_enabled(grad):
         img = G.synthesis(ws, noise=ref["noise"]).image
         up = G(ref["z"], noise=ref["noise"]).image
     assert maxabs(img, ref["img_wplus"]) <= TOL and maxabs(up, ref["img_z"]) <= TOL
+    assert (calls[0] > 0) == (grad and name == "style-grad")  # the path each case names was taken
     if grad:
         img.square().mean().backward()
         assert ws.grad.abs().sum() > 0
 
 
-def test_weight_path_gradients_match_activation_path(G, monkeypatch):
+def _grads(G, ws, noise):
+    ws = ws.clone().requires_grad_(True)
+    noise = [n.clone().requires_grad_(True) for n in noise]
+    out = G.synthesis(ws, noise=noise)
+    (out.image.square().mean() + out.features[16].mean()).backward()  # a feature map is read too (G_ds)
+    return ws.grad, [n.grad for n in noise]
+
+
+def test_style_grad_gradients_match_autograd(G, monkeypatch):
+    """The hand-written backward (no weight-gradient convolution) gives the gradients autograd
+    gives through per-sample weights and through modulated activations: w.r.t. w+ and to
+    trainable noise maps (PULSE), with a shared or a per-sample noise map."""
+    gen = torch.Generator().manual_seed(3)
+    ws = torch.randn(2, G.num_ws, G.w_dim, generator=gen)
+    noise = [torch.randn(2 if i % 2 else 1, 1, *n.shape[-2:], generator=gen) for i, n in enumerate(G.synthesis.stored_noise())]
+    got = {}
+    for name in ("style-grad", "modulated-weights", "modulated-activations"):
+        Gf, calls = _formulation(monkeypatch, G, name)
+        got[name] = _grads(Gf, ws, noise)
+        assert (calls[0] > 0) == (name == "style-grad")
+    ref_ws, ref_noise = got["modulated-weights"]
+    for name in ("style-grad", "modulated-activations"):
+        gw, gn = got[name]
+        assert maxabs(gw, ref_ws) <= 1e-4 * ref_ws.abs().max().item(), name
+        for a, b in zip(gn, ref_noise):
+            assert a.shape == b.shape and maxabs(a, b) <= 1e-4 * b.abs().max().item() + 1e-9, name
+
+
+@pytest.mark.parametrize("layer", ["conv", "upsample-conv", "torgb", "conv-1x1-demod"])
+def test_style_grad_gradcheck(monkeypatch, layer):
+    """Numerical gradients (float64) of the hand-written backward: w.r.t. the input, w and the noise."""
+    from lit_propulse.networks.stylegan2 import ModulatedConv2d, StyledConv, ToRGB
+
+    monkeypatch.setattr(ModulatedConv2d, "weight_path_min_elements", 0)
+    torch.manual_seed(0)
+    up = layer == "upsample-conv"
+    if layer in ("conv", "upsample-conv"):
+        m = StyledConv(3, 4, 3, 5, upsample=up).double().requires_grad_(False)
+        with torch.no_grad():
+            m.noise.weight.fill_(0.7)
+            m.activate.bias.normal_()
+        r = 6 if up else 4
+        args = (
+            torch.randn(2, 3, r // (2 if up else 1), r // (2 if up else 1), dtype=torch.double),
+            torch.randn(2, 5, dtype=torch.double),
+            torch.randn(1, 1, r, r, dtype=torch.double),
+        )
+        fn = m
+    elif layer == "torgb":
+        m = ToRGB(3, 5).double().requires_grad_(False)
+        with torch.no_grad():
+            m.bias.normal_()
+        args = (torch.randn(2, 3, 4, 4, dtype=torch.double), torch.randn(2, 5, dtype=torch.double), torch.randn(2, 3, 2, 2, dtype=torch.double))
+        fn = m
+    else:
+        m = ModulatedConv2d(3, 4, 1, 5).double().requires_grad_(False)
+        args = (torch.randn(2, 3, 4, 4, dtype=torch.double), torch.randn(2, 5, dtype=torch.double))
+        fn = lambda x, w: m(x, w, gain=1.3, bias=torch.linspace(-1, 1, 4, dtype=torch.double))  # noqa: E731
+    args = tuple(a.requires_grad_(True) for a in args)
+    y = fn(*args)
+    assert "StyleGradConv" in type(y.grad_fn).__name__ or layer == "torgb"
+    assert torch.autograd.gradcheck(fn, args, fast_mode=True)
+
+
+def test_style_grad_under_bf16_autocast(monkeypatch):
+    """The style-gradient path under bf16 autocast: bf16 activations, gradients w.r.t. w+ close to float32's."""
     from lit_propulse.networks.stylegan2 import ModulatedConv2d
 
-    grads = []
-    for m in (0, 2**62):
-        monkeypatch.setattr(ModulatedConv2d, "weight_path_min_elements", m)
-        ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
-        G.synthesis(ws, noise="const").image.square().mean().backward()
-        grads.append(ws.grad)
-    assert maxabs(grads[0], grads[1]) <= 1e-4 * grads[1].abs().max().item()
+    monkeypatch.setattr(ModulatedConv2d, "weight_path_min_elements", 0)
+    torch.manual_seed(0)
+    G = Generator(32, 32, 1, channels={4: 16, 8: 16, 16: 16, 32: 8}).eval().requires_grad_(False)
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    grads = {}
+    for bf16 in (False, True):
+        w = ws.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            img = G.synthesis(w, noise="const").image
+        assert img.dtype == (torch.bfloat16 if bf16 else torch.float32)
+        img.float().square().mean().backward()
+        grads[bf16] = w.grad
+    cos = torch.nn.functional.cosine_similarity(grads[True].flatten(), grads[False].flatten(), dim=0)
+    assert cos > 0.99 and maxabs(grads[True], grads[False]) <= 0.1 * grads[False].abs().max().item()
+
+
+def test_double_backward_is_refused_by_the_style_grad_path(monkeypatch):
+    from lit_propulse.networks.stylegan2 import ModulatedConv2d
+
+    monkeypatch.setattr(ModulatedConv2d, "weight_path_min_elements", 0)
+    G = Generator(16, 8, 1, channels={4: 4, 8: 4, 16: 4}).requires_grad_(False)
+    ws = torch.randn(1, G.num_ws, 8, requires_grad=True)
+    (g,) = torch.autograd.grad(G.synthesis(ws, noise="const").image.sum(), ws, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        g.sum().backward()
+
+
+def test_flop_counter_works_under_no_grad(G):
+    """torch.utils.flop_counter counts the synthesis under no_grad (the learned constant is handed
+    out as a copy: a view of a parameter cannot be hooked by torch's module tracker there)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        G.synthesis(ws, noise="const")
+    assert counter.get_total_flops() > 0
+    const = G.synthesis.input(2)
+    assert const._base is None and const.shape == (2, *G.synthesis.input.input.shape[1:])

@@ -1,4 +1,5 @@
 """Each stage's product as one file the next stage loads (G_ds -> gds.pt, E_W -> ew.pt, E_W+ -> ewplus.pt)."""
+
 from __future__ import annotations
 
 import os

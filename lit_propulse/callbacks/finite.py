@@ -8,6 +8,7 @@ checkpoint after the exception, so the last good checkpoint stays ``last.ckpt``;
 callback writes nothing (it checks the weights too) and no ``.done`` marker is written.
 The CLI attaches it to every ``fit``.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,9 +39,13 @@ class FiniteGuard(pl.Callback):
             if name.startswith(self.prefix) and isinstance(value, (torch.Tensor, float)):
                 v = float(value)
                 if not math.isfinite(v):
-                    raise DivergedError(f"training diverged at step {step}: {name} = {v}; the last good checkpoint is kept, no export or .done marker was written (lower the learning rate or the loss weights)")
+                    raise DivergedError(
+                        f"training diverged at step {step}: {name} = {v}; the last good checkpoint is kept, no export or .done marker was written (lower the learning rate or the loss weights)"
+                    )
         if isinstance(outputs, dict) and isinstance(outputs.get("loss"), torch.Tensor) and not bool(torch.isfinite(outputs["loss"]).all()):
-            raise DivergedError(f"training diverged at step {step}: the training loss is {float(outputs['loss'])}; the last good checkpoint is kept, no export or .done marker was written")
+            raise DivergedError(
+                f"training diverged at step {step}: the training loss is {float(outputs['loss'])}; the last good checkpoint is kept, no export or .done marker was written"
+            )
         if self.weights_every and step % self.weights_every == 0:
             self.check_weights(pl_module, f"at step {step}")
 
@@ -51,4 +56,6 @@ class FiniteGuard(pl.Callback):
     def check_weights(pl_module: pl.LightningModule, when: str) -> None:
         bad = nonfinite({n: p for n, p in pl_module.named_parameters() if p.requires_grad})
         if bad:
-            raise DivergedError(f"training diverged {when}: {len(bad)} weights are not finite, e.g. {bad[:3]}; the last good checkpoint is kept, no export or .done marker was written")
+            raise DivergedError(
+                f"training diverged {when}: {len(bad)} weights are not finite, e.g. {bad[:3]}; the last good checkpoint is kept, no export or .done marker was written"
+            )

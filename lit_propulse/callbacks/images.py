@@ -1,5 +1,6 @@
 """What a person looks at: at each validation, a panel of the same validation images (Pro-PULSE
 Sec. IV figures: LR | every side output | HR | GT), as PNG in the run directory and to the loggers."""
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,9 @@ from lit_propulse.loggers import ensure_dir, log_image, run_dir
 
 class ValidationImages(pl.Callback):
     """Args:
-        num_images: validation images per panel (taken from the first validation batches).
-        size: side at which every column is shown (nearest-neighbour for the small ones); None = the
-            largest column's size.
+    num_images: validation images per panel (taken from the first validation batches).
+    size: side at which every column is shown (nearest-neighbour for the small ones); None = the
+        largest column's size.
     """
 
     def __init__(self, num_images: int = 8, size: int | None = None) -> None:
@@ -36,7 +37,9 @@ class ValidationImages(pl.Callback):
             return
         batch = self._batch
         n = min(self.num_images, len(batch))
-        sub = type(batch)(hr=batch.hr[:n], lr=batch.lr[:n], index=batch.index[:n], name=list(batch.name[:n]), attrs=None if batch.attrs is None else batch.attrs[:n])
+        sub = type(batch)(
+            hr=batch.hr[:n], lr=batch.lr[:n], index=batch.index[:n], name=list(batch.name[:n]), attrs=None if batch.attrs is None else batch.attrs[:n]
+        )
         with torch.no_grad():
             cols = pl_module.visual_columns(sub)
         size = self.size or max(t.shape[-1] for _, t in cols)

@@ -1,8 +1,10 @@
 """Write what ``predict`` produces: the HR image and every side output as PNG (Pro-PULSE Sec. III-B)."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -22,7 +24,16 @@ class SidePredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir, self.save_lr = output_dir, save_lr
 
-    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: dict[str, Any], batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
         for i, name in enumerate(prediction["name"]):
             stem = os.path.splitext(os.path.basename(str(name)))[0]

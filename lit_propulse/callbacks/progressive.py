@@ -7,6 +7,7 @@ The state (scale index, batches done in it) is checkpointed, so a run killed mid
 with ``--ckpt_path`` continues at the same scale and step; the schedule depends on nothing else,
 so every DDP rank follows the same one.
 """
+
 from __future__ import annotations
 
 from typing import Any

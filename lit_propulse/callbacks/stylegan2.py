@@ -1,4 +1,5 @@
 """Periodic StyleGAN2 snapshots: a fixed-z sample grid (PNG + logger) and a port-layout checkpoint."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,16 @@ class GeneratorSnapshot(pl.Callback):
         keep_exports: also keep a copy per snapshot (stylegan2-kimg_XXXXX.pt).
     """
 
-    def __init__(self, every_n_steps: int = 1000, num_samples: int = 64, nrow: int = 8, seed: int = 0, truncation: float = 1.0, export: bool = True, keep_exports: bool = False) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 1000,
+        num_samples: int = 64,
+        nrow: int = 8,
+        seed: int = 0,
+        truncation: float = 1.0,
+        export: bool = True,
+        keep_exports: bool = False,
+    ) -> None:
         super().__init__()
         if every_n_steps < 0 or num_samples < 1:
             raise ValueError(f"every_n_steps must be >= 0 and num_samples >= 1, got {every_n_steps}, {num_samples}")
@@ -49,7 +59,7 @@ class GeneratorSnapshot(pl.Callback):
         G = pl_module.G_ema
         z = torch.randn(self.num_samples, G.z_dim, generator=torch.Generator().manual_seed(self.seed)).to(pl_module.device)
         noise = G.synthesis.make_noise(self.num_samples, generator=torch.Generator(device=pl_module.device).manual_seed(self.seed))
-        images = torch.cat([G(z[i: i + 16], truncation=self.truncation, noise=[n[i: i + 16] for n in noise]).image for i in range(0, len(z), 16)])
+        images = torch.cat([G(z[i : i + 16], truncation=self.truncation, noise=[n[i : i + 16] for n in noise]).image for i in range(0, len(z), 16)])
         grid = make_grid(images, nrow=self.nrow)
         kimg = float(pl_module.images_seen) / 1000
         out = run_dir(trainer)

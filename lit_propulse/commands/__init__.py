@@ -3,6 +3,7 @@
 Every module in this package is imported by the CLI and registers itself with
 ``lit_propulse.cli.register_command(name, help)``; nothing else needs editing to add a command.
 """
+
 import importlib
 import pkgutil
 

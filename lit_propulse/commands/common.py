@@ -16,6 +16,7 @@ and ``pulse`` (the PULSE baseline).
 
 Every error the user must fix is a :class:`~lit_propulse.core.errors.UserFacingError`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,10 @@ class LRRule:
             return "lr", ""
         if self.detects:
             return "photo", ""
-        raise UserFacingError(f"{name}: {width}x{height} is not smaller than the generator's {self.size}x{self.size} output, "
-                              f"so it is not an LR; give --lr-size N to make every input NxN with DS first")
+        raise UserFacingError(
+            f"{name}: {width}x{height} is not smaller than the generator's {self.size}x{self.size} output, "
+            f"so it is not an LR; give --lr-size N to make every input NxN with DS first"
+        )
 
     def check_lr(self, name: str, side: int) -> None:
         """An input of ``side`` px taken as the LR: it must divide the generator's size (and be the encoder's LR size)."""
@@ -98,11 +101,15 @@ class LRRule:
             hint = f"give --lr-size {self.model_lr} to make every input {self.model_lr}x{self.model_lr} with DS"
             if self.detects:
                 hint += ", or --photos to detect faces in every input"
-            raise UserFacingError(f"{name}: {side}x{side} is taken as the LR (smaller than the generator's {self.size}x{self.size} "
-                                  f"output), but the encoder takes {self.model_lr}x{self.model_lr} LRs; {hint}")
+            raise UserFacingError(
+                f"{name}: {side}x{side} is taken as the LR (smaller than the generator's {self.size}x{self.size} "
+                f"output), but the encoder takes {self.model_lr}x{self.model_lr} LRs; {hint}"
+            )
         if self.size % side:
-            raise UserFacingError(f"{name}: {side}x{side} is taken as the LR (smaller than the generator's {self.size}x{self.size} "
-                                  f"output), but {self.size}/{side} is not a whole factor; an LR side must divide {self.size}")
+            raise UserFacingError(
+                f"{name}: {side}x{side} is taken as the LR (smaller than the generator's {self.size}x{self.size} "
+                f"output), but {self.size}/{side} is not a whole factor; an LR side must divide {self.size}"
+            )
 
     def describe(self) -> str:
         """One line for the reports."""
@@ -118,17 +125,26 @@ class LRRule:
 
 def add_lr_arguments(g: argparse._ArgumentGroup, detects: bool) -> None:
     """``--lr-size``, ``--photos`` (commands that detect faces) and the deprecated ``--as-lr``."""
-    g.add_argument("--lr-size", type=int, default=None, metavar="N",
-                   help="every input is an HR (e.g. a ground truth to test against): centre-cropped and made NxN with DS first"
-                        + ("; N must be the encoder's LR size" if detects else "")
-                        + ". Without it, " + ("square " if detects else "") + "inputs smaller than the generator's output are "
-                        + "the LR as they are, and other inputs "
-                        + ("are photos (faces detected)" if detects else "are refused"))
+    g.add_argument(
+        "--lr-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="every input is an HR (e.g. a ground truth to test against): centre-cropped and made NxN with DS first"
+        + ("; N must be the encoder's LR size" if detects else "")
+        + ". Without it, "
+        + ("square " if detects else "")
+        + "inputs smaller than the generator's output are "
+        + "the LR as they are, and other inputs "
+        + ("are photos (faces detected)" if detects else "are refused"),
+    )
     if detects:
-        g.add_argument("--photos", action="store_true",
-                       help="every input is a photo: detect faces even in inputs small enough to be LRs")
-    g.add_argument("--as-lr", action="store_true",
-                   help="deprecated: " + ("the same as --lr-size <the encoder's LR size>" if detects else "the default (inputs are the LR as they are)"))
+        g.add_argument("--photos", action="store_true", help="every input is a photo: detect faces even in inputs small enough to be LRs")
+    g.add_argument(
+        "--as-lr",
+        action="store_true",
+        help="deprecated: " + ("the same as --lr-size <the encoder's LR size>" if detects else "the default (inputs are the LR as they are)"),
+    )
 
 
 def check_lr_flags(args: argparse.Namespace) -> None:
@@ -150,14 +166,17 @@ def lr_rule(args: argparse.Namespace, size: int, model_lr: int | None, detects: 
     if args.as_lr:
         if detects:
             lr_size = model_lr
-        print("note: --as-lr is deprecated: inputs smaller than the generator's output are the LR as they are; "
-              + (f"it now means --lr-size {model_lr}" if detects else "drop it") + " (docs/photos-editing.md)", file=sys.stderr)
+        print(
+            "note: --as-lr is deprecated: inputs smaller than the generator's output are the LR as they are; "
+            + (f"it now means --lr-size {model_lr}" if detects else "drop it")
+            + " (docs/photos-editing.md)",
+            file=sys.stderr,
+        )
     if lr_size is not None:
         if model_lr is not None and lr_size != model_lr:
             raise UserFacingError(f"--lr-size {lr_size}: the encoder takes {model_lr}x{model_lr} LRs; give --lr-size {model_lr}")
         if not 1 <= lr_size < size or size % lr_size:
-            raise UserFacingError(f"--lr-size {lr_size}: the LR side must be smaller than the generator's {size}x{size} output "
-                                  f"and divide it")
+            raise UserFacingError(f"--lr-size {lr_size}: the LR side must be smaller than the generator's {size}x{size} output and divide it")
     return LRRule(int(size), model_lr, lr_size, detects, photos)
 
 
@@ -187,15 +206,20 @@ def check_lr_sizes(files: Sequence[Path], rule: LRRule) -> None:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (stage exports)")
-    g.add_argument("--checkpoint", default=None, metavar="DIR",
-                   help="a pipeline / stage run directory holding gds.pt, ew.pt, ewplus.pt directly or as "
-                        "<stage>/<stage>.pt (e.g. runs/toy); E_W+ is used when present, else E_W. "
-                        "--gds/--encoder/--ew override what it finds")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="DIR",
+        help="a pipeline / stage run directory holding gds.pt, ew.pt, ewplus.pt directly or as "
+        "<stage>/<stage>.pt (e.g. runs/toy); E_W+ is used when present, else E_W. "
+        "--gds/--encoder/--ew override what it finds",
+    )
     g.add_argument("--gds", default=None, help="G_ds export (gds.pt)")
     g.add_argument("--encoder", default=None, help="encoder export: ewplus.pt (E_W+) or ew.pt (E_W)")
     g.add_argument("--ew", default=None, help="E_W export (ew.pt): fills the w+ rows E_W+ does not produce")
-    g.add_argument("--guidance", default="ew", choices=["ew", "latent_avg"],
-                   help="what fills the w+ rows past E_W+'s scale: E_W's w (the paper) or the mean latent")
+    g.add_argument(
+        "--guidance", default="ew", choices=["ew", "latent_avg"], help="what fills the w+ rows past E_W+'s scale: E_W's w (the paper) or the mean latent"
+    )
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     g.add_argument("--batch-size", type=int, default=8, help="images through the upsampler at once")
 
@@ -205,8 +229,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input", required=True, help="folder of images (png/jpg/jpeg/webp; not recursive)")
     g.add_argument("--output", required=True, help="output folder (created)")
     add_lr_arguments(g, detects=True)
-    g.add_argument("--faces", default="largest", choices=["largest", "all"],
-                   help="with several faces in a photo: upsample only the largest, or every one")
+    g.add_argument("--faces", default="largest", choices=["largest", "all"], help="with several faces in a photo: upsample only the largest, or every one")
     g.add_argument("--min-prob", type=float, default=0.9, help="minimum MTCNN face probability")
     g.add_argument("--min-face-size", type=int, default=20, help="smallest face MTCNN searches for, in pixels")
 
@@ -275,8 +298,9 @@ def find_exports(checkpoint: str | os.PathLike) -> dict[str, str]:
     looking at ``DIR/<name>.pt`` then ``DIR/<name>/<name>.pt`` (the pipeline's layout)."""
     root = Path(checkpoint)
     if not root.is_dir():
-        raise UserFacingError(f"--checkpoint {str(root)!r} is not a directory (expected a pipeline / stage run "
-                              f"directory such as runs/toy, holding gds.pt, ew.pt, ewplus.pt)")
+        raise UserFacingError(
+            f"--checkpoint {str(root)!r} is not a directory (expected a pipeline / stage run directory such as runs/toy, holding gds.pt, ew.pt, ewplus.pt)"
+        )
     found = {}
     for name in EXPORTS:
         for cand in (root / f"{name}.pt", root / name / f"{name}.pt"):
@@ -294,8 +318,11 @@ def resolve_model_files(args: argparse.Namespace) -> tuple[str, str, str | None]
     ew = args.ew or (found.get("ew") if encoder != found.get("ew") else None)
     missing = [flag for flag, v in (("--gds (gds.pt)", gds), ("--encoder (ewplus.pt or ew.pt)", encoder)) if v is None]
     if missing:
-        where = (f"--checkpoint {args.checkpoint!r} holds {sorted(found) or 'none of gds.pt, ew.pt, ewplus.pt'}"
-                 if args.checkpoint else "give them, or --checkpoint DIR (a pipeline run directory such as runs/toy)")
+        where = (
+            f"--checkpoint {args.checkpoint!r} holds {sorted(found) or 'none of gds.pt, ew.pt, ewplus.pt'}"
+            if args.checkpoint
+            else "give them, or --checkpoint DIR (a pipeline run directory such as runs/toy)"
+        )
         raise UserFacingError(f"missing {' and '.join(missing)}: {where}")
     return gds, encoder, ew
 
@@ -312,9 +339,10 @@ def load_upsampler(model_files: tuple[str, str, str | None], guidance: str, devi
         if isinstance(e, UserFacingError):
             raise
         raise UserFacingError(f"{encoder}: {e}; give --ew (the E_W export) or --guidance latent_avg") from None
-    print(f"model: G_ds {gds} ({up.size}x{up.size}, side outputs {up.gds.resolutions}), "
-          f"{type(up.encoder).__name__} {encoder}" + (f" + E_W {ew}" if up.ew_encoder is not None else "")
-          + f", LR {up.lr_size}x{up.lr_size}, on {device}")
+    print(
+        f"model: G_ds {gds} ({up.size}x{up.size}, side outputs {up.gds.resolutions}), "
+        f"{type(up.encoder).__name__} {encoder}" + (f" + E_W {ew}" if up.ew_encoder is not None else "") + f", LR {up.lr_size}x{up.lr_size}, on {device}"
+    )
     return up.to(device), {"gds": gds, "encoder": encoder, "ew": ew if up.ew_encoder is not None else None}
 
 
@@ -488,8 +516,9 @@ class InputPreparer:
         chosen = select_faces(found, self.faces, self.min_prob)
         if not chosen:
             best = max(f.prob for f in found)
-            return rec.skip("no_face", f"no face with probability >= {self.min_prob:g} ({len(found)} candidate(s), "
-                                       f"best {best:.3f}; lower --min-prob to accept them)"), []
+            return rec.skip(
+                "no_face", f"no face with probability >= {self.min_prob:g} ({len(found)} candidate(s), best {best:.3f}; lower --min-prob to accept them)"
+            ), []
         confident = sum(f.prob >= self.min_prob for f in found)
         if self.faces == "largest" and confident > 1:
             rec.note = f"{confident} faces found; the largest was used (--faces all upsamples every one)"
@@ -497,8 +526,13 @@ class InputPreparer:
         for k, face in enumerate(chosen):
             aligned = align_face(img, face.landmarks.to(img.device), self.crop_size)
             name = stem if self.faces == "largest" else f"{stem}_face{k}"
-            info = {**face.as_dict(), "index": k, "crop_quad": [[round(float(v), 2) for v in c] for c in aligned.quad],
-                    "crop_source_px": round(aligned.source_px, 1), "crop_outside_fraction": round(aligned.outside, 4)}
+            info = {
+                **face.as_dict(),
+                "index": k,
+                "crop_quad": [[round(float(v), 2) for v in c] for c in aligned.quad],
+                "crop_source_px": round(aligned.source_px, 1),
+                "crop_outside_fraction": round(aligned.outside, 4),
+            }
             if aligned.source_px < self.lr_size:
                 too_small.append(f"face {k}: its crop spans {aligned.source_px:.0f} px of the photo, less than the LR's {self.lr_size} px")
                 continue
@@ -548,5 +582,9 @@ def input_counts(records: Sequence[Record], done_key: str) -> dict[str, Any]:
     """The report's per-input counts: inputs, ``done_key`` (inputs used), skipped inputs, and the
     skipped ones by kind."""
     skipped = [r for r in records if r.status == "skipped"]
-    return {"inputs": len(records), done_key: len(records) - len(skipped), "skipped_inputs": len(skipped),
-            "skipped_by_kind": dict(Counter(r.kind for r in skipped))}
+    return {
+        "inputs": len(records),
+        done_key: len(records) - len(skipped),
+        "skipped_inputs": len(skipped),
+        "skipped_by_kind": dict(Counter(r.kind for r in skipped)),
+    }

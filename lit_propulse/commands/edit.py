@@ -14,6 +14,7 @@ resolution. Written into ``--output``:
 * ``report.json`` — settings (direction, strengths, layers, grid layout) and per input the files
   written or why it was skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,8 @@ from lit_propulse.commands.common import (
     prepare_all,
     read_photo_job,
 )
-from lit_propulse.core.reports import write_json
 from lit_propulse.core.errors import UserFacingError
+from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:
     from lit_propulse.inference import ProPulseUpsampler
@@ -83,14 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lit_propulse edit",
         description="Semantic editing (Pro-PULSE Fig. 9): encode each LR to w+, add strength x direction, render every "
-                    "resolution; a grid per image (rows = resolutions, columns = strengths) and every render.",
+        "resolution; a grid per image (rows = resolutions, columns = strengths) and every render.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_arguments(p)
     add_input_arguments(p)
     g = p.add_argument_group("edit")
-    g.add_argument("--direction", required=True,
-                   help="latent direction, .npy or .pt: [w_dim] or [1, w_dim] (InterFaceGAN; every layer) or [num_ws, w_dim]")
+    g.add_argument("--direction", required=True, help="latent direction, .npy or .pt: [w_dim] or [1, w_dim] (InterFaceGAN; every layer) or [num_ws, w_dim]")
     g.add_argument("--strengths", default="-3,-1.5,0,1.5,3", help="comma-separated strengths s of ws + s*direction")
     g.add_argument("--layers", default=None, help="w+ rows to edit, e.g. 0-5 or 0,1,2 (default: all)")
     return p
@@ -187,25 +187,44 @@ def run(job: PhotoJob, up: ProPulseUpsampler, spec: EditSpec, rule: LRRule) -> t
     return records, done, resolutions
 
 
-def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], spec: EditSpec, rule: LRRule,
-           results: tuple[list[Record], int, list[int]], seconds: float) -> int:
+def report(
+    job: PhotoJob,
+    up: ProPulseUpsampler,
+    model_files: dict[str, str | None],
+    spec: EditSpec,
+    rule: LRRule,
+    results: tuple[list[Record], int, list[int]],
+    seconds: float,
+) -> int:
     """Write report.json, print the summary line; the exit code (1 when nothing was edited)."""
     args, (records, done, resolutions) = job.args, results
     summary = {**input_counts(records, "edited_inputs"), "results": done, "time_s": round(seconds, 3)}
     settings = {
-        **model_files, "guidance": args.guidance, "size": up.size, "lr_size": up.lr_size,
-        "direction": str(args.direction), "direction_shape": list(spec.direction.shape),
-        "direction_norm": float(spec.direction.float().norm()), "strengths": spec.strengths, "layers": spec.layers,
-        "inputs": rule.describe(), "lr_size_option": rule.lr_size, "photos": rule.all_photos,
-        "faces": args.faces, "min_prob": args.min_prob,
-        "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]), "grid_columns": spec.strengths,
+        **model_files,
+        "guidance": args.guidance,
+        "size": up.size,
+        "lr_size": up.lr_size,
+        "direction": str(args.direction),
+        "direction_shape": list(spec.direction.shape),
+        "direction_norm": float(spec.direction.float().norm()),
+        "strengths": spec.strengths,
+        "layers": spec.layers,
+        "inputs": rule.describe(),
+        "lr_size_option": rule.lr_size,
+        "photos": rule.all_photos,
+        "faces": args.faces,
+        "min_prob": args.min_prob,
+        "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]),
+        "grid_columns": spec.strengths,
     }
     path = job.out_dir / "report.json"
     write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
     skipped = summary["skipped_inputs"]
-    print(f"edit: {done} image(s) edited from {summary['edited_inputs']}/{len(records)} input(s)"
-          + (f"; {skipped} skipped" if skipped else "")
-          + f"; grids <name>/grid.png (rows {settings['grid_rows']}, columns {spec.strengths}); report {path}")
+    print(
+        f"edit: {done} image(s) edited from {summary['edited_inputs']}/{len(records)} input(s)"
+        + (f"; {skipped} skipped" if skipped else "")
+        + f"; grids <name>/grid.png (rows {settings['grid_rows']}, columns {spec.strengths}); report {path}"
+    )
     if not done:
         print("error: nothing was edited (every input was skipped, reasons above and in report.json)", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ again, an interrupted one resumes from ``checkpoints/last.ckpt``, a finished eva
 
 Writes ``<out>/table_ii.md`` and ``<out>/table_ii.csv``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -167,8 +168,14 @@ def run(argv: list[str]) -> int:
         w.writerows(rows)
     fid_label = next((r["fid_label"] for r in rows if r.get("fid_label")), "FID")
     titles = ["variant", "base", "val L_rec ↓"] + [t.replace("FID", fid_label) for _, t in COLUMNS] + ["status"]
-    lines = ["# Ablation grid (Table II layout)", "", f"Variants: {', '.join(r['variant'] for r in rows)}; metrics on the test split (`<variant>/test/report.md`).", "",
-             "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    lines = [
+        "# Ablation grid (Table II layout)",
+        "",
+        f"Variants: {', '.join(r['variant'] for r in rows)}; metrics on the test split (`<variant>/test/report.md`).",
+        "",
+        "| " + " | ".join(titles) + " |",
+        "|" + "---|" * len(titles),
+    ]
     for r in rows:
         cells = [r["variant"], r["base"], _fmt(r.get("val_rec"))] + [_fmt(r.get(k)) for k, _ in COLUMNS] + [r["status"]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -31,6 +31,7 @@ linked item, ``methods[E_W]``, is written whole: the one item whose ``init_args.
 The stage writes everything (export, checkpoints, logs) in its run directory whatever its logger, so a
 stage may log to CSV, TensorBoard, W&B or nothing (``overrides: [--trainer.logger=false]``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,7 +91,7 @@ def link_parts(key: str) -> list[str | tuple[str]]:
     parts: list[str | tuple[str]] = []
     pos = 0
     for m in _LINK_PART.finditer(key):
-        if key[pos:m.start()] not in ("", "."):
+        if key[pos : m.start()] not in ("", "."):
             break
         parts.append((m.group(1),) if m.group(1) is not None else m.group(2))
         pos = m.end()
@@ -135,7 +136,7 @@ def link_delta(config: str, links: dict[str, str]) -> dict:
             if isinstance(node, list):
                 raise UserFacingError(f"{where}: {'.'.join(map(str, parts[:i]))} is a list: name an item in brackets, e.g. [E_W]")
             if not isinstance(node, dict) or (part not in node and not last):
-                raise UserFacingError(f"{where}: no {'.'.join(p if isinstance(p, str) else f'[{p[0]}]' for p in parts[:i + 1])!r} in the file or its bases")
+                raise UserFacingError(f"{where}: no {'.'.join(p if isinstance(p, str) else f'[{p[0]}]' for p in parts[: i + 1])!r} in the file or its bases")
             if last:
                 node[part] = value
                 if out is not None:
@@ -211,7 +212,9 @@ def run(argv: list[str]) -> int:
         if code != 0:
             return code
         if not os.path.isfile(export):
-            raise UserFacingError(f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?")
+            raise UserFacingError(
+                f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?"
+            )
         if stage.command == "fit":
             mark_done(export)  # the fit completed (also when resumed at its very end)
         rows.append((stage, f"{time.time() - t0:.0f} s", _last_val(run_dir) if stage.command == "fit" else "-"))
@@ -229,7 +232,9 @@ def run(argv: list[str]) -> int:
                 with open(sub) as g:
                     body = g.read()
                 # the evaluation's images live in its run directory: relative links from out_dir
-                body = body.replace("`grid.png`", f"![grid]({stage.name}/grid.png)\n\n`grid.png`").replace("`strip.png`", f"![strip]({stage.name}/strip.png)\n\n`strip.png`")
+                body = body.replace("`grid.png`", f"![grid]({stage.name}/grid.png)\n\n`grid.png`").replace(
+                    "`strip.png`", f"![strip]({stage.name}/strip.png)\n\n`strip.png`"
+                )
                 f.write(f"\n---\n\n## Stage {stage.name}: {stage.config}\n\n" + body.replace("\n# ", "\n### ").replace("\n## ", "\n### ").lstrip("# "))
     print(f"[pipeline] done: {report}")
     return 0

@@ -17,6 +17,7 @@ batched PULSE ``--samples`` times per image and writes, into ``--output``:
 
 and prints one summary line with the success rate. Unreadable files are reported and skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -136,10 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_lr_arguments(io, detects=False)
     io.add_argument("--save-steps", type=int, default=0, help="save the current HR every K steps (0 = no intermediate images)")
     io.add_argument("--groups", default=None, help="CSV 'name,<group column>,...' -> success rate per group (PULSE Fig. 8)")
-    io.add_argument("--degrade", action="append", default=[], metavar="SPEC",
-                    help="degrade the LR (PULSE Sec. 5), repeatable: gauss:STD (0..255 scale), motion:LENGTH[:ANGLE] "
-                         "(before DS, HR pixels), saltpepper:DENSITY; the report gives the loss against the degraded "
-                         "and the clean LR")
+    io.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="degrade the LR (PULSE Sec. 5), repeatable: gauss:STD (0..255 scale), motion:LENGTH[:ANGLE] "
+        "(before DS, HR pixels), saltpepper:DENSITY; the report gives the loss against the degraded "
+        "and the clean LR",
+    )
     run = p.add_argument_group("search")
     run.add_argument("--samples", type=int, default=1, help="HR samples per LR from different initialisations and noise (Sec. 4.4)")
     run.add_argument("--steps", type=int, default=100, help="optimisation steps")
@@ -167,8 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    for flag, value, low in (("--samples", args.samples, 1), ("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
-                             ("--save-steps", args.save_steps, 0), ("--lr-size", args.lr_size, 1), ("--fit-samples", args.fit_samples, 2)):
+    for flag, value, low in (
+        ("--samples", args.samples, 1),
+        ("--steps", args.steps, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--save-steps", args.save_steps, 0),
+        ("--lr-size", args.lr_size, 1),
+        ("--fit-samples", args.fit_samples, 2),
+    ):
         if value is not None and value < low:
             raise UserFacingError(f"{flag} must be >= {low}, got {value}")
 
@@ -178,11 +190,16 @@ def _config(args: argparse.Namespace) -> PULSEConfig:
 
     try:
         return PULSEConfig(
-            steps=args.steps, learning_rate=args.learning_rate, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
-            eps=args.eps, tile_latent=args.tile_latent,
+            steps=args.steps,
+            learning_rate=args.learning_rate,
+            optimizer=args.optimizer,
+            lr_schedule=args.lr_schedule,
+            eps=args.eps,
+            tile_latent=args.tile_latent,
             noise=NoiseConfig(args.noise_type, args.trainable_noise, _parse_int_list(args.bad_noise_layers, "--bad-noise-layers")),
             loss=PULSELossConfig(downscale_weight=args.downscale_weight, geocross_weight=args.geocross_weight),
-            seed=args.seed, gaussian_fit_samples=args.fit_samples,
+            seed=args.seed,
+            gaussian_fit_samples=args.fit_samples,
         )
     except ValueError as e:
         raise UserFacingError(str(e)) from None
@@ -248,8 +265,10 @@ def read_inputs(job: PulseJob, rule: common.LRRule) -> _Inputs:
     if not out.items:
         raise UserFacingError(f"--input {args.input!r}: no usable images ({len(out.skipped)} skipped, reasons above)")
     if out.downscaled:
-        print(f"{out.downscaled} image(s) larger than {rule.lr_size}x{rule.lr_size} were made LR with DS (antialiased bicubic, "
-              f"--lr-size {rule.lr_size}); without --lr-size, inputs smaller than the generator's output are the LR as they are")
+        print(
+            f"{out.downscaled} image(s) larger than {rule.lr_size}x{rule.lr_size} were made LR with DS (antialiased bicubic, "
+            f"--lr-size {rule.lr_size}); without --lr-size, inputs smaller than the generator's output are the LR as they are"
+        )
     return out
 
 
@@ -309,11 +328,22 @@ def _search_batch(job: PulseJob, pulse: PULSE, batch: list[_Item]) -> tuple[list
         out_file = out_dir / f"{sample_name(b.name, b.sample)}.png"
         save_image(res.image[j].clamp(-1, 1), out_file)
         loss = float(res.loss[j])
-        rows.append(SearchRow(
-            name=b.name, sample=b.sample, loss=loss, loss_clean=float(res.loss_clean[j]) if res.loss_clean is not None else loss,
-            success=bool(res.success[j]), best_step=int(res.best_step[j]), steps=res.steps, time_s=res.time_s / len(batch),
-            seed=seeds[j], file=out_file.name, lr_size=b.lr.shape[-1], input=b.file,
-        ))
+        rows.append(
+            SearchRow(
+                name=b.name,
+                sample=b.sample,
+                loss=loss,
+                loss_clean=float(res.loss_clean[j]) if res.loss_clean is not None else loss,
+                success=bool(res.success[j]),
+                best_step=int(res.best_step[j]),
+                steps=res.steps,
+                time_s=res.time_s / len(batch),
+                seed=seeds[j],
+                file=out_file.name,
+                lr_size=b.lr.shape[-1],
+                input=b.file,
+            )
+        )
     return rows, res
 
 
@@ -340,8 +370,10 @@ def run(job: PulseJob, pulse: PULSE, inputs: _Inputs) -> list[SearchRow]:
                 ) from None
             rows += batch_rows
             results.write_results_csv(job.out_dir / "results.csv", rows)
-            print(f"[{len(rows)}/{len(inputs.items)}] {size}px batch of {len(batch_rows)}: {int(res.success.sum())}/{len(batch_rows)} "
-                  f"within eps={job.args.eps:g} (loss {float(res.loss.min()):.2e}..{float(res.loss.max()):.2e}, {res.time_s:.1f} s)")
+            print(
+                f"[{len(rows)}/{len(inputs.items)}] {size}px batch of {len(batch_rows)}: {int(res.success.sum())}/{len(batch_rows)} "
+                f"within eps={job.args.eps:g} (loss {float(res.loss.min()):.2e}..{float(res.loss.max()):.2e}, {res.time_s:.1f} s)"
+            )
     return rows
 
 
@@ -366,8 +398,12 @@ def report(job: PulseJob, rule: common.LRRule, inputs: _Inputs, rows: list[Searc
 
     args, out_dir = job.args, job.out_dir
     settings = {
-        "generator": str(args.generator), "generator_size": rule.size, "lr_size": rule.lr_size, "inputs": rule.describe(),
-        "degrade": list(args.degrade), "samples": args.samples,
+        "generator": str(args.generator),
+        "generator_size": rule.size,
+        "lr_size": rule.lr_size,
+        "inputs": rule.describe(),
+        "degrade": list(args.degrade),
+        "samples": args.samples,
         "config": results.jsonable(asdict(job.config)),
     }
     results.write_image_reports(out_dir / "reports", rows, inputs.notes, inputs.lr_gap, args.eps, settings)
@@ -379,10 +415,14 @@ def report(job: PulseJob, rule: common.LRRule, inputs: _Inputs, rows: list[Searc
     extra = f"; {len(inputs.skipped)} file(s) skipped" if inputs.skipped else ""
     clean = ""
     if job.degradations:
-        clean = (f"; mean loss vs degraded LR {summary['mean_loss']:.2e}, vs clean LR {summary['mean_loss_clean']:.2e} "
-                 f"(degraded LR vs clean LR {summary['mean_degraded_vs_clean']:.2e})")
-    print(f"PULSE: {summary['successes']}/{summary['searches']} searches within eps={args.eps:g} ({100 * summary['success_rate']:.1f}% "
-          f"success) over {summary['images']} image(s) x {args.samples} sample(s){clean}{extra}; results in {out_dir / 'results.csv'}")
+        clean = (
+            f"; mean loss vs degraded LR {summary['mean_loss']:.2e}, vs clean LR {summary['mean_loss_clean']:.2e} "
+            f"(degraded LR vs clean LR {summary['mean_degraded_vs_clean']:.2e})"
+        )
+    print(
+        f"PULSE: {summary['successes']}/{summary['searches']} searches within eps={args.eps:g} ({100 * summary['success_rate']:.1f}% "
+        f"success) over {summary['images']} image(s) x {args.samples} sample(s){clean}{extra}; results in {out_dir / 'results.csv'}"
+    )
     return 0
 
 

@@ -30,10 +30,10 @@ then the upsampler (:class:`~lit_propulse.inference.ProPulseUpsampler`) runs in 
 largest). Unreadable files, images without a (usable) face and too-small faces are reported and
 skipped; they never stop the batch.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -62,8 +62,8 @@ from lit_propulse.commands.common import (
     read_photo_job,
 )
 from lit_propulse.commands.refine_args import add_refine_arguments, refine_settings, refined_upsampler
-from lit_propulse.core.reports import write_json
 from lit_propulse.core.errors import UserFacingError
+from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:
     from lit_propulse.faces import BackgroundUpsampler
@@ -108,9 +108,13 @@ class PasteBack:
     background_upsampler: BackgroundUpsampler | None = None
 
     def settings(self) -> dict:
-        return {"max_scale": self.max_scale, "colour": self.colour, "mask": "feathered square (faces.feather_mask defaults)",
-                "background": "bicubic" if self.background_upsampler is None else getattr(self.background_upsampler, "__name__", "custom"),
-                "scale_rule": "HR crop side / largest face's crop side in the photo, capped by max_scale and a 4096 px long side, >= 1"}
+        return {
+            "max_scale": self.max_scale,
+            "colour": self.colour,
+            "mask": "feathered square (faces.feather_mask defaults)",
+            "background": "bicubic" if self.background_upsampler is None else getattr(self.background_upsampler, "__name__", "custom"),
+            "scale_rule": "HR crop side / largest face's crop side in the photo, capped by max_scale and a 4096 px long side, >= 1",
+        }
 
 
 def paste_back(out_dir: Path, rec: Record, faces: list[tuple[Item, Tensor]], up: ProPulseUpsampler, paste: PasteBack) -> dict:
@@ -122,34 +126,47 @@ def paste_back(out_dir: Path, rec: Record, faces: list[tuple[Item, Tensor]], up:
     photo = faces[0][0].photo
     quads = [it.quad for it, _ in faces]
     scale = paste_scale(tuple(photo.shape[-2:]), quads, up.size, paste.max_scale)
-    res = paste_faces(photo, [hr.clamp(-1, 1) for _, hr in faces], quads, scale, references=[it.source for it, _ in faces],
-                      colour=paste.colour, colour_size=up.lr_size, background_upsampler=paste.background_upsampler)
+    res = paste_faces(
+        photo,
+        [hr.clamp(-1, 1) for _, hr in faces],
+        quads,
+        scale,
+        references=[it.source for it, _ in faces],
+        colour=paste.colour,
+        colour_size=up.lr_size,
+        background_upsampler=paste.background_upsampler,
+    )
     name = f"{Path(rec.file).stem}_restored.png"
     save_image(res.image.clamp(-1, 1).float().cpu(), out_dir / name)
     h, w = res.image.shape[-2:]
-    return {"file": name, "size": [w, h], "scale": round(scale, 4), "faces": len(faces),
-            "pasted_fraction": round(float(res.mask.mean()), 4)}
+    return {"file": name, "size": [w, h], "scale": round(scale, 4), "faces": len(faces), "pasted_fraction": round(float(res.mask.mean()), 4)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lit_propulse upsample",
         description="Pro-PULSE on photos and LRs: inputs smaller than the generator's output are the LR as they are; "
-                    "photos have their faces detected and aligned (MTCNN, FFHQ alignment) and made LR with DS; "
-                    "writes HR, side outputs, LR, aligned crop, optionally the photo with its faces pasted back, and report.json.",
+        "photos have their faces detected and aligned (MTCNN, FFHQ alignment) and made LR with DS; "
+        "writes HR, side outputs, LR, aligned crop, optionally the photo with its faces pasted back, and report.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_arguments(p)
     add_input_arguments(p)
     add_refine_arguments(p)
     g = p.add_argument_group("paste back (photos)")
-    g.add_argument("--paste-back", action="store_true",
-                   help="also write <stem>_restored.png: each photo with every restored face put back (feathered mask)")
-    g.add_argument("--paste-max-scale", type=float, default=4.0,
-                   help="the photo is enlarged by the HR crop's size over the largest face's size in it, at most this much "
-                        "(1 = keep the photo's size)")
-    g.add_argument("--paste-colour", default="match", choices=["match", "none"],
-                   help="match each restored face's colour statistics to the photo's face (at the LR size), or keep the generator's")
+    g.add_argument("--paste-back", action="store_true", help="also write <stem>_restored.png: each photo with every restored face put back (feathered mask)")
+    g.add_argument(
+        "--paste-max-scale",
+        type=float,
+        default=4.0,
+        help="the photo is enlarged by the HR crop's size over the largest face's size in it, at most this much (1 = keep the photo's size)",
+    )
+    g.add_argument(
+        "--paste-colour",
+        default="match",
+        choices=["match", "none"],
+        help="match each restored face's colour statistics to the photo's face (at the LR size), or keep the generator's",
+    )
     return p
 
 
@@ -160,8 +177,10 @@ def check_paste_arguments(args: argparse.Namespace) -> PasteBack | None:
     if args.paste_max_scale < 1:
         raise UserFacingError(f"--paste-max-scale must be >= 1 (1 = keep the photo's size), got {args.paste_max_scale}")
     if args.lr_size is not None or args.as_lr:
-        raise UserFacingError(f"--paste-back puts faces back into photos, but {'--lr-size' if args.lr_size is not None else '--as-lr'} "
-                              f"takes every input as an HR face crop; drop one of them")
+        raise UserFacingError(
+            f"--paste-back puts faces back into photos, but {'--lr-size' if args.lr_size is not None else '--as-lr'} "
+            f"takes every input as an HR face crop; drop one of them"
+        )
     return PasteBack(args.paste_max_scale, args.paste_colour)
 
 
@@ -200,20 +219,40 @@ def run(job: PhotoJob, up: ProPulseUpsampler, rule: LRRule, paste: PasteBack | N
     return records, done
 
 
-def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], rule: LRRule, paste: PasteBack | None,
-           records: list[Record], done: int, seconds: float) -> int:
+def report(
+    job: PhotoJob,
+    up: ProPulseUpsampler,
+    model_files: dict[str, str | None],
+    rule: LRRule,
+    paste: PasteBack | None,
+    records: list[Record],
+    done: int,
+    seconds: float,
+) -> int:
     """Write report.json, print the summary line; the exit code (1 when nothing was upsampled)."""
     args = job.args
-    summary = {**input_counts(records, "upsampled_inputs"), "results": done, "time_s": round(seconds, 3),
-               "taken_as": {k: sum(r.taken_as == k for r in records) for k in ("lr", "hr", "photo")}}
+    summary = {
+        **input_counts(records, "upsampled_inputs"),
+        "results": done,
+        "time_s": round(seconds, 3),
+        "taken_as": {k: sum(r.taken_as == k for r in records) for k in ("lr", "hr", "photo")},
+    }
     if paste is not None:
         summary["restored_photos"] = sum(r.restored is not None for r in records)
     settings = {
-        **model_files, "guidance": args.guidance,
-        "size": up.size, "lr_size": up.lr_size, "side_resolutions": list(up.gds.resolutions),
-        "inputs": rule.describe(), "lr_size_option": rule.lr_size, "photos": rule.all_photos,
-        "faces": args.faces, "min_prob": args.min_prob, "alignment": "ffhq (MTCNN eye centres and mouth corners)",
-        "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)", "panel_columns": _panel_columns(up),
+        **model_files,
+        "guidance": args.guidance,
+        "size": up.size,
+        "lr_size": up.lr_size,
+        "side_resolutions": list(up.gds.resolutions),
+        "inputs": rule.describe(),
+        "lr_size_option": rule.lr_size,
+        "photos": rule.all_photos,
+        "faces": args.faces,
+        "min_prob": args.min_prob,
+        "alignment": "ffhq (MTCNN eye centres and mouth corners)",
+        "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)",
+        "panel_columns": _panel_columns(up),
         "paste_back": paste.settings() if paste is not None else None,
         "refine": refine_settings(up),
     }
@@ -221,9 +260,12 @@ def report(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | No
     write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
     skipped = summary["skipped_inputs"]
     kinds = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_kind"].items())
-    print(f"upsample: {done} result(s) from {summary['upsampled_inputs']}/{len(records)} input(s)"
-          + (f"; {skipped} skipped ({kinds})" if skipped else "")
-          + (f"; {summary['restored_photos']} photo(s) with faces pasted back" if paste is not None else "") + f"; report {path}")
+    print(
+        f"upsample: {done} result(s) from {summary['upsampled_inputs']}/{len(records)} input(s)"
+        + (f"; {skipped} skipped ({kinds})" if skipped else "")
+        + (f"; {summary['restored_photos']} photo(s) with faces pasted back" if paste is not None else "")
+        + f"; report {path}"
+    )
     if not done:
         print("error: nothing was upsampled (every input was skipped, reasons above and in report.json)", file=sys.stderr)
         return 1

@@ -3,10 +3,12 @@
 Image convention for the whole project: float tensors in [-1, 1], NCHW, RGB (StyleGAN2's output
 range), so generator outputs, HR and LR compare directly.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +34,7 @@ class SRBatch:
     def __len__(self) -> int:
         return self.hr.shape[0]
 
-    def to(self, device: torch.device | str) -> "SRBatch":
+    def to(self, device: torch.device | str) -> SRBatch:
         return SRBatch(
             hr=self.hr.to(device),
             lr=self.lr.to(device),

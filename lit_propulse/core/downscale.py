@@ -15,6 +15,7 @@ matches to float rounding on float inputs: measured max |diff| <= 6e-8 for integ
 asserts 1e-6 / 1e-4 / 1 level. So the HR resize of the data pipeline (PIL bicubic on uint8) and
 ``DS`` are the same operator. Non-integer ratios are allowed (the kernel is stretched by the ratio).
 """
+
 from __future__ import annotations
 
 import torch

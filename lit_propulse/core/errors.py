@@ -1,8 +1,9 @@
 """Errors that are the user's to fix: the CLI prints their message as one ``error:`` line, without a
 traceback. One family, :class:`UserFacingError`; the subclasses say what kind of thing is wrong."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class UserFacingError(Exception):

@@ -6,6 +6,7 @@ comes from and, optionally, a cheap check of its contents (e.g. "holds a discrim
 :func:`missing_files` walks a (LightningCLI) config and checks them all. The CLI's
 ``before_instantiate_classes`` prints the lines it returns and stops.
 """
+
 from __future__ import annotations
 
 import os

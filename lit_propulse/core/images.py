@@ -10,14 +10,16 @@ has a transparent colour; LA / RGBA / PA / premultiplied: alpha composited on wh
 (``alpha="white"``, default) or dropped (``alpha="drop"``); 16-bit I;16 / I: scaled by 1/257 to 8 bits
 (PIL's own conversion clips at 255, which would make most 16-bit images white).
 """
+
 from __future__ import annotations
 
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -275,7 +277,7 @@ def make_grid(images: Tensor, nrow: int = 8, pad: int = 2, pad_value: float = 1.
     grid = images.new_full((c, nrows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value)
     for i in range(n):
         r, k = divmod(i, ncol)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = images[i]
     return grid
 
 

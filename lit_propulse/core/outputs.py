@@ -1,6 +1,7 @@
 """The one output type for "an image with its side outputs (and the w+ that made it)" (diffusers'
 ``modeling_outputs.py`` habit): G_ds (Pro-PULSE Eq. (2), (4)), the inference upsampler and every
 method of the evaluation return it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

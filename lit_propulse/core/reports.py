@@ -1,5 +1,6 @@
 """JSON reports that are valid JSON: ``NaN``/``Infinity`` are not JSON (a strict reader refuses the
 file), so non-finite floats are written as ``null`` and named in the report's ``non_finite`` list."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Seeds from integer keys: every random stream of the project that must not depend on batching or
 order (degradations per image, PULSE's per-item initialisation, generated data) comes from here."""
+
 from __future__ import annotations
 
 import numpy as np

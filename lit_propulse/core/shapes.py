@@ -1,7 +1,8 @@
 """Shape checks at module boundaries (stylegan3's ``misc.assert_shape``)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 

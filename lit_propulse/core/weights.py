@@ -11,6 +11,7 @@ explicit list of the network classes an export may build, *before* anything is i
 any other name (a function such as ``lit_propulse.cli.main``, a class that is not a network, a
 name from outside the list) is refused with one line naming the file and the class.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,8 @@ import inspect
 import os
 import pickle
 import zipfile
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +30,7 @@ from lit_propulse.core.errors import DivergedError, MissingFilesError, WeightsFi
 from lit_propulse.core.files import needs_file
 
 FORMAT = "lit_propulse.module/1"
+
 
 def safe_load(path: str | os.PathLike, what: str, error: type[WeightsFileError] = WeightsFileError, allowed_globals: Iterable[type] = ()) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only
@@ -142,7 +145,9 @@ def save_module(module: nn.Module, path: str | os.PathLike, extra: dict[str, Any
     atomic_save(ckpt, path)
 
 
-@needs_file("path", "a network exported by an earlier stage (e.g. ew.pt from the E_W stage)", "the stage that trains it writes it with its StageExport callback")
+@needs_file(
+    "path", "a network exported by an earlier stage (e.g. ew.pt from the E_W stage)", "the stage that trains it writes it with its StageExport callback"
+)
 def load_module(path: str | os.PathLike, expected: type | None = None, what: str = "network") -> nn.Module:
     """Rebuild and load a module written by :func:`save_module`; ``expected`` checks its class."""
     path = str(path)

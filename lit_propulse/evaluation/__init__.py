@@ -14,6 +14,7 @@
   validation, the full suite and report on ``test``).
 * :mod:`.report` — :func:`write_report`: ``report.json``, ``report.md``, ``grid.png``, ``strip.png``.
 """
+
 from lit_propulse.evaluation.callback import StageEvaluation
 from lit_propulse.evaluation.methods import (
     BicubicMethod,

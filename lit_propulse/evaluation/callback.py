@@ -11,6 +11,7 @@ for the batch, and this callback scores it:
   ``strip.png`` in the run directory, with the runtime (per image at batch 1, mean and median; throughput
   at the test batch size) and FLOPs (2 x MACs) of the module's forward (see :mod:`.module`).
 """
+
 from __future__ import annotations
 
 import time
@@ -87,7 +88,9 @@ class StageEvaluation(pl.Callback):
             self.metrics.add_method("val", self.val_metrics)
             self.metrics.reset("val")
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: SRBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: SRBatch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if self.val_metrics:
             self.metrics.update("val", _image_output(outputs, pl_module, "validation_step"), batch)
 
@@ -112,7 +115,9 @@ class StageEvaluation(pl.Callback):
         synchronize(pl_module.device)
         self._t0 = time.perf_counter()
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: SRBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: SRBatch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         synchronize(pl_module.device)
         seconds = time.perf_counter() - self._t0
         self._run.add(self._run.names[0], _image_output(outputs, pl_module, "test_step"), batch, batch_idx, seconds, show_sides=True)

@@ -12,6 +12,7 @@ FLOPs convention: :func:`count_flops` uses ``torch.utils.flop_counter.FlopCounte
 ops, normalisations and activations are not counted). Tools such as thop/ptflops report MACs and
 often call them FLOPs; the report gives both columns (:data:`FLOPS_CONVENTION`).
 """
+
 from __future__ import annotations
 
 import abc
@@ -38,6 +39,7 @@ def _preset_name(config: PULSEConfig) -> str:
         if (config.keep, config.loss.geocross_unit_vectors, config.gaussian_fit_samples) == (p.keep, p.loss.geocross_unit_vectors, p.gaussian_fit_samples):
             return name
     return "custom"
+
 
 __all__ = ["FLOPS_CONVENTION", "BicubicMethod", "ModuleMethod", "PULSEMethod", "ProPulseMethod", "SRMethod", "clamp_output", "count_flops", "item"]
 
@@ -159,7 +161,11 @@ class ProPulseMethod(SRMethod):
         return clamp_output(self.upsampler(batch.lr.float()))
 
 
-@needs_file("generator", "the StyleGAN2 checkpoint PULSE searches", "the same generator Pro-PULSE uses (e.g. stylegan2-ffhq-config-f.pt in the rosinality/stylegan2-pytorch layout, or lit_propulse/data/toy_stylegan2_64.pt)")
+@needs_file(
+    "generator",
+    "the StyleGAN2 checkpoint PULSE searches",
+    "the same generator Pro-PULSE uses (e.g. stylegan2-ffhq-config-f.pt in the rosinality/stylegan2-pytorch layout, or lit_propulse/data/toy_stylegan2_64.pt)",
+)
 class PULSEMethod(SRMethod):
     """PULSE (Menon et al. 2020): one search per LR, seeded by the dataset index.
 

@@ -20,6 +20,7 @@ Speed, as Pro-PULSE Sec. IV-A/B reports it ("the inference time-cost ... using a
 
 Under DDP each process times its own images; the report shows rank 0's.
 """
+
 from __future__ import annotations
 
 import math
@@ -172,8 +173,18 @@ class EvaluationRun:
             from lit_propulse.loggers import run_dir
 
             count = next(iter(results.values()))["count"]
-            write_report(out_dir or run_dir(trainer), title, results, self.suite.skipped, self.suite.labels, count, self.grid(),
-                         device=str(pl_module.device), world_size=trainer.world_size, eps=self.suite.eps)
+            write_report(
+                out_dir or run_dir(trainer),
+                title,
+                results,
+                self.suite.skipped,
+                self.suite.labels,
+                count,
+                self.grid(),
+                device=str(pl_module.device),
+                world_size=trainer.world_size,
+                eps=self.suite.eps,
+            )
         return results
 
 
@@ -221,7 +232,9 @@ class EvaluationModule(pl.LightningModule):
         self.results: dict[str, dict[str, Any]] = {}
 
     def on_test_start(self) -> None:
-        self._run = EvaluationRun(self.metrics, [m.name for m in self.methods], self.grid_images, self.runtime_images, {m.name: m.settings() for m in self.methods})
+        self._run = EvaluationRun(
+            self.metrics, [m.name for m in self.methods], self.grid_images, self.runtime_images, {m.name: m.settings() for m in self.methods}
+        )
         for m in self.methods:
             m.prepare()
 

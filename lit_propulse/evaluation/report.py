@@ -2,6 +2,7 @@
 ``report.md``, ``grid.png`` (LR | methods | side outputs | GT) and ``strip.png`` (the multi-resolution
 strip), written by :func:`write_report`; :func:`missing_metrics` says which required metrics a report lacks
 and why (what the Table II grid checks)."""
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,16 @@ def write_report(
     grid.png and strip.png into ``out_dir``; returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, "report.json"), "md": os.path.join(out_dir, "report.md")}
-    payload = {"title": title, "num_images": num_images, "device": device, "world_size": world_size, "eps": eps, "results": results, "skipped": skipped, "labels": labels}
+    payload = {
+        "title": title,
+        "num_images": num_images,
+        "device": device,
+        "world_size": world_size,
+        "eps": eps,
+        "results": results,
+        "skipped": skipped,
+        "labels": labels,
+    }
     with open(paths["json"], "w") as f:
         json.dump(payload, f, indent=2, default=float)
     fid_label = labels.get("fid", "FID")
@@ -77,21 +87,45 @@ def write_report(
     lines = [f"# {title}", "", f"{num_images} test images, each once (device {device}, {world_size} process(es){eps_note}).", ""]
     sizes = sorted({int(r["runtime"].get("batch_size", 0)) for r in results.values()} - {0})
     batch = "/".join(str(b) for b in sizes) or "—"
-    lines += ["## Table I layout", "",
-              f"| method | {fid_label} ↓ | NIQE ↓ | runtime / image, batch 1 (mean / median) | throughput, batch {batch} | FLOPs / image (2×MACs) | MACs / image "
-              "| PSNR ↑ | SSIM ↑ | LPIPS ↓ | identity ↑ | L_DS ↓ | success @ ε ↑ | attr. diff ↓ |", "|---" * 14 + "|"]
+    lines += [
+        "## Table I layout",
+        "",
+        f"| method | {fid_label} ↓ | NIQE ↓ | runtime / image, batch 1 (mean / median) | throughput, batch {batch} | FLOPs / image (2×MACs) | MACs / image "
+        "| PSNR ↑ | SSIM ↑ | LPIPS ↓ | identity ↑ | L_DS ↓ | success @ ε ↑ | attr. diff ↓ |",
+        "|---" * 14 + "|",
+    ]
     for name, r in results.items():
         rt = r["runtime"]
-        runtime = "—" if not math.isfinite(rt.get("batch1_mean_s", math.nan)) else f"{_ms(rt['batch1_mean_s'])} / {_ms(rt['batch1_median_s'])} (n = {rt['batch1_images']})"
+        runtime = (
+            "—"
+            if not math.isfinite(rt.get("batch1_mean_s", math.nan))
+            else f"{_ms(rt['batch1_mean_s'])} / {_ms(rt['batch1_median_s'])} (n = {rt['batch1_images']})"
+        )
         tput = rt.get("throughput_img_s", math.nan)
         throughput = "—" if not math.isfinite(tput) else f"{tput:.3g} img/s"
         flops = r.get("flops_per_image", math.nan)
-        cells = [_fmt(r.get("fid")), _fmt(r.get("niqe")), runtime, throughput, _flops(flops), _flops(flops / 2), _fmt(r.get("psnr")), _fmt(r.get("ssim")),
-                 _fmt(r.get("lpips")), _fmt(r.get("identity")), _fmt(r.get("l_ds")), _fmt(r.get("success_rate")), _fmt(r.get("attr_diff"))]
+        cells = [
+            _fmt(r.get("fid")),
+            _fmt(r.get("niqe")),
+            runtime,
+            throughput,
+            _flops(flops),
+            _flops(flops / 2),
+            _fmt(r.get("psnr")),
+            _fmt(r.get("ssim")),
+            _fmt(r.get("lpips")),
+            _fmt(r.get("identity")),
+            _fmt(r.get("l_ds")),
+            _fmt(r.get("success_rate")),
+            _fmt(r.get("attr_diff")),
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Runtime: each image upsampled alone (batch 1), warm (one untimed call first; not for per-image searches such as PULSE), "
-              "device-synchronised; throughput: all test images / all seconds at the loader's batch size. "
-              f"FLOPs: {FLOPS_CONVENTION}."]
+    lines += [
+        "",
+        "Runtime: each image upsampled alone (batch 1), warm (one untimed call first; not for per-image searches such as PULSE), "
+        "device-synchronised; throughput: all test images / all seconds at the loader's batch size. "
+        f"FLOPs: {FLOPS_CONVENTION}.",
+    ]
     settings = {n: r["settings"] for n, r in results.items() if r.get("settings")}
     if settings:
         lines += ["", "Method settings:", ""] + [f"- **{n}**: {v}" for n, v in settings.items()]
@@ -100,15 +134,26 @@ def write_report(
     attrs = [n for n, r in results.items() if "attr_diff_per_attribute" in r]
     if attrs:
         names = list(results[attrs[0]]["attr_diff_per_attribute"])
-        lines += ["", "## Attribute-score differences |score(SR) − score(GT)| (Fig. 8b)", "", "| attribute | " + " | ".join(attrs) + " |", "|---|" + "---|" * len(attrs)]
+        lines += [
+            "",
+            "## Attribute-score differences |score(SR) − score(GT)| (Fig. 8b)",
+            "",
+            "| attribute | " + " | ".join(attrs) + " |",
+            "|---|" + "---|" * len(attrs),
+        ]
         for a in names:
             lines.append(f"| {a} | " + " | ".join(_fmt(results[n]["attr_diff_per_attribute"][a], 3) for n in attrs) + " |")
         lines.append("| **mean** | " + " | ".join(_fmt(results[n]["attr_diff"], 3) for n in attrs) + " |")
     sides = [n for n, r in results.items() if r.get("attr_diff_side")]
     if sides:
         res_all = sorted({int(k) for n in sides for k in results[n]["attr_diff_side"]})
-        lines += ["", "## Attribute-score difference per side-output resolution (Fig. 8a; vs DS(GT) at that resolution)", "",
-                  "| method | " + " | ".join(f"{r}²" for r in res_all) + " | final |", "|---|" + "---|" * (len(res_all) + 1)]
+        lines += [
+            "",
+            "## Attribute-score difference per side-output resolution (Fig. 8a; vs DS(GT) at that resolution)",
+            "",
+            "| method | " + " | ".join(f"{r}²" for r in res_all) + " | final |",
+            "|---|" + "---|" * (len(res_all) + 1),
+        ]
         for n in sides:
             d = {int(k): v for k, v in results[n]["attr_diff_side"].items()}
             lines.append(f"| {n} | " + " | ".join(_fmt(d.get(r), 3) for r in res_all) + f" | {_fmt(results[n]['attr_diff'], 3)} |")

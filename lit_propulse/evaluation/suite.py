@@ -20,6 +20,7 @@ collection, its reason in :attr:`MetricSuite.skipped` (and in the report). Any o
 that exists but cannot be used, an error while updating or computing — raises: a wrong path never
 turns into a table of dashes.
 """
+
 from __future__ import annotations
 
 import os
@@ -256,7 +257,12 @@ class MetricSuite(nn.Module):
 
         self.classifier: nn.Module | None = None
         self.attr_names: list[str] = []
-        if self._exists("attr_diff", attribute_classifier, "an attribute classifier", "metrics.attribute_classifier: attributes.pt, written by experiments/toy/attributes.yaml or experiments/attributes.yaml"):
+        if self._exists(
+            "attr_diff",
+            attribute_classifier,
+            "an attribute classifier",
+            "metrics.attribute_classifier: attributes.pt, written by experiments/toy/attributes.yaml or experiments/attributes.yaml",
+        ):
             from lit_propulse.core.weights import load_module
 
             net = _load(attribute_classifier, "an attribute classifier", lambda p: load_module(p, what="attribute classifier"))
@@ -267,7 +273,9 @@ class MetricSuite(nn.Module):
         if self._exists("identity", identity_weights, "identity weights", "metrics.identity_weights: ArcFace model_ir_se50.pth or FaceNet's VGGFace2 file"):
             from lit_propulse.networks.feature_nets import build_identity_net
 
-            self.identity = _load(identity_weights, f"{identity_kind} identity weights", lambda p: build_identity_net(identity_kind, p)).requires_grad_(False).eval()
+            self.identity = (
+                _load(identity_weights, f"{identity_kind} identity weights", lambda p: build_identity_net(identity_kind, p)).requires_grad_(False).eval()
+            )
 
         self.lpips_net: nn.Module | None = None
         if self._exists("lpips", lpips_weights, "LPIPS backbone weights", "metrics.lpips_weights: torchvision's alexnet-owt-7be5be79.pth"):
@@ -283,13 +291,20 @@ class MetricSuite(nn.Module):
                 self.skipped["fid"] = f"FID on attribute-classifier features needs the attribute classifier ({self.skipped['attr_diff']})"
             else:
                 self.fid_features = FIDFeatures(self.classifier, "attribute-classifier features")
-        elif self._exists("fid", inception_weights, "Inception weights", "metrics.inception_weights: torch-fidelity's weights-inception-2015-12-05-6726825d.pth"):
+        elif self._exists(
+            "fid", inception_weights, "Inception weights", "metrics.inception_weights: torch-fidelity's weights-inception-2015-12-05-6726825d.pth"
+        ):
             self.fid_features = _load(inception_weights, "the FID Inception weights", InceptionFeatures)
 
         self.niqe_model = None  # NIQEParams
         if not niqe:
             self.skipped["niqe"] = "switched off (metrics.niqe: false)"
-        elif niqe_params is None or self._exists("niqe", niqe_params, "a NIQE pristine model", "metrics.niqe_params: an .npz from python -m lit_propulse.metrics.niqe --fit, or null for the published one"):
+        elif niqe_params is None or self._exists(
+            "niqe",
+            niqe_params,
+            "a NIQE pristine model",
+            "metrics.niqe_params: an .npz from python -m lit_propulse.metrics.niqe --fit, or null for the published one",
+        ):
             from lit_propulse.metrics.niqe import NIQEParams
 
             self.niqe_model = _load(niqe_params, "a NIQE pristine model (.npz)", NIQEParams.load) if niqe_params is not None else NIQEParams.load(None)

@@ -3,6 +3,7 @@
 StyleGAN2 training (Karras et al. 2020, Sec. 3.1-3.2 and App. B): non-saturating logistic loss,
 lazy R1 penalty, path-length regularisation. Pro-PULSE's WGAN terms (Eq. (8), (9)) live here too.
 """
+
 from __future__ import annotations
 
 import math

@@ -26,6 +26,7 @@ Normalisation (``norm``, one argument of :class:`GdsLoss` and :class:`EncoderLos
 docs/paper-setting.md argues the default. Every term is averaged over the batch (per image first).
 All downscaling is :func:`lit_propulse.core.downscale.downscale`.
 """
+
 from __future__ import annotations
 
 from typing import Literal

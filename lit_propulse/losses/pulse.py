@@ -13,6 +13,7 @@
   official ``"100*L2+0.05*GEOCROSS"``), per image, summed over the batch so that every image's
   gradient is independent of the batch it is in.
 """
+
 from __future__ import annotations
 
 import math

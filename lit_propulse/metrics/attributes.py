@@ -15,9 +15,11 @@ bicubically before scoring; pass the GT at full resolution to compare against th
 as the paper's remark on 'attractive' and 'young' ("rely heavily on image resolution") implies, or
 downscale it to the side output's size first to take resolution itself out of the comparison.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +87,7 @@ class AttributeScoreDifference(Metric):
         self.register_load_state_dict_pre_hook(self._keep_classifier_weights)
 
     # -- the classifier: frozen, eval mode, outside the state dict -------------------------------
-    def train(self, mode: bool = True) -> "AttributeScoreDifference":
+    def train(self, mode: bool = True) -> AttributeScoreDifference:
         super().train(mode)
         self.classifier.eval()
         return self

@@ -34,14 +34,16 @@ faces), fit a model with smaller blocks on its clean images with :func:`fit_pris
 authors' procedure: the sharp blocks of pristine images) and pass it as
 ``NIQE(params=...)``; ``python -m lit_propulse.metrics.niqe FOLDER OUT.npz --block-size 16`` does both.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,8 +52,8 @@ from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric
 
-from lit_propulse.core.images import list_images
 from lit_propulse.core.files import needs_file
+from lit_propulse.core.images import list_images
 
 PRISTINE_PARAMS = Path(__file__).resolve().parent.parent / "data" / "niqe_pris_params.npz"
 PRISTINE_BLOCK_SIZE = 96  # the block size of the packaged parameters (their file does not store it)

@@ -16,6 +16,7 @@ so DDP adds them up and each image counts once with the project's non-padding te
 
 Images are float [-1, 1] NCHW RGB, the project's convention.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,16 @@ from lit_propulse.core.errors import (
 from lit_propulse.core.images import to_uint8
 from lit_propulse.losses.pulse import DownscaleLoss
 
-__all__ = ["DownscaleConsistency", "FIDFeatures", "IdentitySimilarity", "InceptionFeatures", "LPIPSDistance", "cosine_similarity", "psnr_ssim_metrics", "to_unit"]
+__all__ = [
+    "DownscaleConsistency",
+    "FIDFeatures",
+    "IdentitySimilarity",
+    "InceptionFeatures",
+    "LPIPSDistance",
+    "cosine_similarity",
+    "psnr_ssim_metrics",
+    "to_unit",
+]
 
 
 def to_unit(x: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ multi-label accuracy (threshold 0.5) and AUROC, macro-averaged and per attribute
 with ``save_module``, its attribute names in ``init_args``; load it with
 :func:`lit_propulse.networks.attribute_classifier.load_attribute_classifier`.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -24,8 +25,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MultilabelAccuracy, MultilabelAUROC
 
 from lit_propulse.core.batch import SRBatch
-from lit_propulse.networks.attribute_classifier import AttributeClassifier
 from lit_propulse.core.weights import save_module
+from lit_propulse.networks.attribute_classifier import AttributeClassifier
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
@@ -34,7 +35,7 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = 
     p = max_shift
     padded = F.pad(x, (p, p, p, p), mode="replicate")  # [B, 3, H + 2p, W + 2p]
     dx, dy = torch.randint(0, 2 * p + 1, (2, b), generator=generator).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
 
 
 class AttributeClassifierModule(pl.LightningModule):
@@ -79,14 +80,18 @@ class AttributeClassifierModule(pl.LightningModule):
         if channels_last:
             self.classifier.to(memory_format=torch.channels_last)
         self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32), persistent=False)
-        self.metrics = torch.nn.ModuleDict({
-            stage: MetricCollection({
-                "acc": MultilabelAccuracy(num_labels=a, average="macro"),
-                "acc_per": MultilabelAccuracy(num_labels=a, average="none"),
-                "auroc": MultilabelAUROC(num_labels=a, average="none"),
-            })
-            for stage in ("val", "test")
-        })
+        self.metrics = torch.nn.ModuleDict(
+            {
+                stage: MetricCollection(
+                    {
+                        "acc": MultilabelAccuracy(num_labels=a, average="macro"),
+                        "acc_per": MultilabelAccuracy(num_labels=a, average="none"),
+                        "auroc": MultilabelAUROC(num_labels=a, average="none"),
+                    }
+                )
+                for stage in ("val", "test")
+            }
+        )
         self.last_metrics: dict[str, float] = {}  # the latest validation/test values (exported with the weights)
 
     # -- data checks ----------------------------------------------------------------------------

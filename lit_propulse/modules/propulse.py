@@ -21,6 +21,7 @@ in Sec. IV) together with the encoder under Eq. (5): first with E_W (so E2E has 
 one trained on the frozen pretrained G_ds), then, continuing the same branches, with E_W+ guided by
 that E_W.
 """
+
 from __future__ import annotations
 
 import abc

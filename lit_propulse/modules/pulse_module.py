@@ -5,6 +5,7 @@ Nothing is trained: every batch is one batched PULSE search (:class:`lit_propuls
 ``test_step`` logs the success rate (best per-image L_DS ≤ ε, Sec. 6) and the mean L_DS through
 torchmetrics, and returns the outputs so callbacks (image logging, other metrics) can use them.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from torchmetrics import MeanMetric
 
 from lit_propulse.core.batch import SRBatch
 from lit_propulse.networks.stylegan2 import Generator
-from lit_propulse.pulse import GaussianFit, PULSE, PULSEConfig, PULSEResult, SuccessRate
+from lit_propulse.pulse import PULSE, GaussianFit, PULSEConfig, PULSEResult, SuccessRate
 
 
 class PULSEModule(pl.LightningModule):
@@ -65,9 +66,7 @@ class PULSEModule(pl.LightningModule):
         if self._fit_ready:
             return
         with torch.inference_mode(False):
-            fit = GaussianFit.load_or_fit(
-                self.generator, self.cache_dir, self.config.gaussian_fit_samples, self.config.gaussian_fit_seed
-            )
+            fit = GaussianFit.load_or_fit(self.generator, self.cache_dir, self.config.gaussian_fit_samples, self.config.gaussian_fit_seed)
             self.pulse.gaussian_fit.mean.copy_(fit.mean)
             self.pulse.gaussian_fit.std.copy_(fit.std)
         self._fit_ready = True

@@ -8,6 +8,7 @@ images), Adam(0, 0.99) whose lr and betas get the lazy-regularisation correction
 c = every / (every + 1). Lazy regularisation is part of the optimisation algorithm itself (which
 minibatches carry the regulariser), so its intervals are arguments here rather than a Callback.
 """
+
 from __future__ import annotations
 
 import copy

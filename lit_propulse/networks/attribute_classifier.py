@@ -25,19 +25,20 @@ Architecture (:class:`AttributeClassifier`):
 
 Images are float [-1, 1] NCHW RGB.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from lit_propulse.core.downscale import downscale
 from lit_propulse.core.errors import MissingFilesError
-from lit_propulse.core.weights import load_module, record_init_args
 from lit_propulse.core.files import needs_file
+from lit_propulse.core.weights import load_module, record_init_args
 
 __all__ = [
     "FINAL_RESOLUTION",

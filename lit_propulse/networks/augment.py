@@ -7,6 +7,7 @@ r_t = E[sign(D(real))]: raised when r_t > target, lowered otherwise, at a speed 
 from 0 to 1 in ``speed_kimg`` thousand images. This is a subset of ADA's 18 operations (no
 rotation, scaling or filtering); it is meant for small datasets and is off by default.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,11 @@ from torch import Tensor, nn
 
 class AdaptiveAugment(nn.Module):
     """Args:
-        target: the r_t target (0.6 in ADA).
-        speed_kimg: thousands of images for p to move by 1 (500 in ADA).
-        interval: update p every N calls of :meth:`update` (4).
-        p_init: initial probability (0).
-        p_max: cap on p (1).
+    target: the r_t target (0.6 in ADA).
+    speed_kimg: thousands of images for p to move by 1 (500 in ADA).
+    interval: update p every N calls of :meth:`update` (4).
+    p_init: initial probability (0).
+    p_max: cap on p (1).
     """
 
     def __init__(self, target: float = 0.6, speed_kimg: float = 500.0, interval: int = 4, p_init: float = 0.0, p_max: float = 1.0) -> None:

@@ -19,6 +19,7 @@ code); the architecture is inferred from the tensors' shapes; anything wrong is 
 YAML loaders (:func:`load_generator`, :func:`load_discriminator`) are what experiment configs name
 by ``class_path``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,7 +91,7 @@ def port_to_ours(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Rename a port generator state dict (``style.*``, ``convs.*``...) to :class:`Generator` keys."""
     out = {}
     for k, v in state.items():
-        out[("mapping.net." + k[len("style."):]) if k.startswith("style.") else ("synthesis." + k)] = v
+        out[("mapping.net." + k[len("style.") :]) if k.startswith("style.") else ("synthesis." + k)] = v
     return out
 
 
@@ -99,9 +100,9 @@ def ours_to_port(state: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for k, v in state.items():
         if k.startswith("mapping.net."):
-            out["style." + k[len("mapping.net."):]] = v
+            out["style." + k[len("mapping.net.") :]] = v
         elif k.startswith("synthesis."):
-            out[k[len("synthesis."):]] = v
+            out[k[len("synthesis.") :]] = v
     return out
 
 
@@ -160,7 +161,9 @@ def read_generator(
     return G.to(map_location)
 
 
-def read_discriminator(path: str | os.PathLike, key: str = "d", map_location: str | torch.device = "cpu", cls: type[Discriminator] = Discriminator) -> Discriminator:
+def read_discriminator(
+    path: str | os.PathLike, key: str = "d", map_location: str | torch.device = "cpu", cls: type[Discriminator] = Discriminator
+) -> Discriminator:
     """The discriminator (``key``, "d") of a port trainer checkpoint or our own save; architecture from shapes."""
     ckpt = load_checkpoint_file(path)
     path = str(path)
@@ -241,10 +244,9 @@ def load_exact(module: nn.Module, state: dict[str, Tensor], source: str, ignore:
     own = {k: v for k, v in module.state_dict().items() if k not in ignore}
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own and k not in ignore)
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape
-    )
+    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape)
     if missing or unexpected or mismatched:
+
         def name(k: str) -> str:  # report the file's own (port) key names
             return next(iter(ours_to_port({k: None})), k) if port_names and isinstance(module, Generator) else k
 

@@ -34,9 +34,10 @@ named here and in the class docstrings):
 
 Images are float [-1, 1] NCHW RGB.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -381,10 +382,7 @@ class EWPlusEncoder(nn.Module):
         self.chain_branches = chain_branches
         self.head = EncoderHead(lr_size, channels)
         self.branches = nn.ModuleDict(
-            {
-                str(s): ScaleBranch(channels, out_channels, w_dim, b - a, rcabs_per_branch, reduction)
-                for s, (a, b) in self.rows.items()
-            }
+            {str(s): ScaleBranch(channels, out_channels, w_dim, b - a, rcabs_per_branch, reduction) for s, (a, b) in self.rows.items()}
         )
         self.register_buffer("w_offset", torch.zeros(w_dim))  # as EWEncoder.w_offset
 

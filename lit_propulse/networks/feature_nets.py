@@ -20,17 +20,19 @@ but gradients flow to their input image, as L_id and L_pp need.
 
 Images are float [-1, 1] NCHW RGB.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_propulse.core.files import needs_file
 from lit_propulse.core.errors import MissingFilesError, WeightsFileError
+from lit_propulse.core.files import needs_file
 from lit_propulse.core.weights import safe_load
 
 __all__ = [
@@ -105,7 +107,7 @@ def load_weights_file(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
         kind = type(state).__name__ if not isinstance(state, dict) else "dict with non-tensor values"
         raise WeightsFileError(f"{path}: holds a {kind}, not a state dict. Expected {what}.")
     if state and all(str(k).startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -150,7 +152,7 @@ class _Frozen(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "_Frozen":
+    def train(self, mode: bool = True) -> _Frozen:
         return super().train(False)  # BatchNorm / Dropout must keep their pretrained behaviour
 
 
@@ -178,10 +180,10 @@ def crop_fraction(x: Tensor, box: CropBox) -> Tensor:
     literal ``35:223, 32:220``)."""
     h, w = x.shape[-2:]
     top, bottom, left, right = box
-    t, b, l, r = round(top * h), round(bottom * h), round(left * w), round(right * w)
-    if b - t < 1 or r - l < 1:
+    t, b, lft, r = round(top * h), round(bottom * h), round(left * w), round(right * w)
+    if b - t < 1 or r - lft < 1:
         raise ValueError(f"crop {box} of a {h}x{w} image is empty")
-    return x[..., t:b, l:r]
+    return x[..., t:b, lft:r]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,7 +492,7 @@ class LPIPSNetwork(_Frozen):
         self.lpips = _LPIPS(pretrained=True, net=net, pnet_rand=True)  # packaged linear layers, random backbone
         if weights_path is not None:
             state = load_weights_file(weights_path, what)
-            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} or state
+            state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")} or state
             backbone = self.lpips.net
             mapped = {}
             for key in backbone.state_dict():

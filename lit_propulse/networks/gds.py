@@ -10,11 +10,12 @@ Files: :meth:`DeeplySupervisedGenerator.save` writes the generator in the port's
 state dict) and ``side_arch`` (``lr_size``, ``head_hidden``, ``residual_skip``); :func:`load_gds`
 reads it (``class_path: lit_propulse.networks.gds.load_gds`` in the experiment configs).
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -102,7 +103,7 @@ class DeeplySupervisedGenerator(nn.Module):
     def w_dim(self) -> int:
         return self.generator.w_dim
 
-    def train(self, mode: bool = True) -> "DeeplySupervisedGenerator":
+    def train(self, mode: bool = True) -> DeeplySupervisedGenerator:
         super().train(mode)
         self.generator.eval()  # frozen: no train-mode behaviour
         return self
@@ -114,7 +115,7 @@ class DeeplySupervisedGenerator(nn.Module):
         side = {r: self.heads[str(r)](out.features[r], out.skips[r]) for r in self.resolutions}
         return ImageOutput(image=out.image, side_images=side)
 
-    def save(self, path: str | os.PathLike, discriminator: "Discriminator | None" = None) -> None:
+    def save(self, path: str | os.PathLike, discriminator: Discriminator | None = None) -> None:
         """The generator in the port's layout (readable by the port and by ``Generator.from_checkpoint``)
         plus ``side_heads`` / ``side_arch`` for :func:`load_gds`."""
         extra = {
@@ -124,7 +125,11 @@ class DeeplySupervisedGenerator(nn.Module):
         self.generator.save(path, discriminator=discriminator, extra=extra)
 
 
-@needs_file("path", "G_ds: a StyleGAN2 checkpoint, with trained side-output branches unless require_heads is false", "the G_ds stage writes it (python -m lit_propulse fit --config experiments/gds.yaml -> gds.pt); for that stage itself, " + SG2_SOURCE)
+@needs_file(
+    "path",
+    "G_ds: a StyleGAN2 checkpoint, with trained side-output branches unless require_heads is false",
+    "the G_ds stage writes it (python -m lit_propulse fit --config experiments/gds.yaml -> gds.pt); for that stage itself, " + SG2_SOURCE,
+)
 def load_gds(
     path: str,
     lr_size: int | None = None,

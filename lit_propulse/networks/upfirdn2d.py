@@ -5,16 +5,16 @@ definition, computed as strided (transposed) depthwise convolutions, so it runs 
 with no build step. :class:`Blur` and :class:`Upsample` are the port's modules of the same names
 (their ``kernel`` buffers are part of the port's state dicts).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Blur", "Upsample", "make_kernel", "upfirdn2d"]
-
 
 
 def make_kernel(k: Sequence[float] | Sequence[Sequence[float]] | Tensor) -> Tensor:

@@ -24,6 +24,7 @@ cannot pass for a batch of more than one image; it tracked the best step by the 
 whole batch; it read/wrote ``gaussian_fit.pt`` in the working directory; it was StyleGAN1-, CUDA-
 and 1024-only. See docs/pulse.md.
 """
+
 from lit_propulse.pulse.config import (
     NoiseConfig,
     NoiseMode,

@@ -9,6 +9,7 @@ Two named presets (:data:`PRESETS`, :meth:`PULSEConfig.preset`), both reported b
 * ``"published"``: PULSE as the official code runs it: the *last* iterate is returned, GEOCROSS is
   the official formula on the raw W rows, the Gaussian fit uses 1M z.
 """
+
 from __future__ import annotations
 
 import math

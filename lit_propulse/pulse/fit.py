@@ -11,6 +11,7 @@ refitted and replaced with a warning) and written atomically (a unique temporary
 folder, then ``os.replace``) with mode :data:`CACHE_FILE_MODE`, set by ``os.chmod`` on that file;
 the process umask is never read or changed (it is process-wide state other threads rely on).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -162,7 +163,7 @@ class GaussianFit(nn.Module):
             if log:
                 log(f"PULSE: Gaussian fit cached in {path}")
         except (OSError, RuntimeError) as e:  # RuntimeError: torch's writer on a full disk
-            warnings.warn(f"PULSE: could not cache the Gaussian fit in {directory} ({e}); it will be refitted next time")
+            warnings.warn(f"PULSE: could not cache the Gaussian fit in {directory} ({e}); it will be refitted next time", stacklevel=2)
         return out
 
 
@@ -172,12 +173,11 @@ def _read_cache(path: Path, fingerprint: str, w_dim: int) -> tuple[Tensor, Tenso
     try:
         data = safe_load(path, "expected a PULSE Gaussian-fit cache; refitting and replacing it")
     except (WeightsFileError, OSError) as e:
-        warnings.warn(f"PULSE: {e}")
+        warnings.warn(f"PULSE: {e}", stacklevel=2)
         return None
     mean, std = (data.get("mean"), data.get("std")) if isinstance(data, dict) else (None, None)
-    if not (isinstance(mean, Tensor) and isinstance(std, Tensor) and mean.shape == std.shape == (w_dim,)
-            and data.get("mapping_sha256") == fingerprint):
-        warnings.warn(f"PULSE: {path}: not a Gaussian fit of this mapping network; refitting and replacing it")
+    if not (isinstance(mean, Tensor) and isinstance(std, Tensor) and mean.shape == std.shape == (w_dim,) and data.get("mapping_sha256") == fingerprint):
+        warnings.warn(f"PULSE: {path}: not a Gaussian fit of this mapping network; refitting and replacing it", stacklevel=2)
         return None
     return mean, std
 

@@ -1,6 +1,7 @@
 """PULSE's success rate (Menon et al., CVPR 2020, Sec. 6): the fraction of searches whose best L_DS
 is within ε (Sec. 3.1 Eq. (9)), overall as a torchmetrics ``Metric`` and per group label as in the
 paper's model card (Fig. 8)."""
+
 from __future__ import annotations
 
 import os

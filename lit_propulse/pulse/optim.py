@@ -1,6 +1,7 @@
 """PULSE's search machinery (Menon et al., CVPR 2020, Sec. 3.2): the sphere √n·S^{n-1} a
 standard Gaussian of n entries concentrates on, projected gradient descent on it, and the official
 code's optimizer choices and learning-rate schedules."""
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """PULSE's files: the groups CSV read for per-group success rates (Menon et al., CVPR 2020, Fig. 8),
 and what the ``pulse`` command writes per search (``results.csv``, ``groups.csv``, per-image and
 summary reports), with the name helpers that tie an output to its input image."""
+
 from __future__ import annotations
 
 import csv
@@ -11,15 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lit_propulse.core.reports import write_json
 from lit_propulse.core.images import IMAGE_EXTENSIONS
+from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:
     from lit_propulse.pulse.metrics import GroupRate
 
 __all__ = [
-    "RESULT_COLUMNS", "SearchRow", "image_key", "image_report", "jsonable", "read_groups_csv",
-    "sample_name", "summarize", "write_groups_csv", "write_image_reports", "write_results_csv",
+    "RESULT_COLUMNS",
+    "SearchRow",
+    "image_key",
+    "image_report",
+    "jsonable",
+    "read_groups_csv",
+    "sample_name",
+    "summarize",
+    "write_groups_csv",
+    "write_image_reports",
+    "write_results_csv",
 ]
 
 #: the columns of results.csv, in order
@@ -102,8 +112,7 @@ def write_results_csv(path: str | os.PathLike, rows: Sequence[SearchRow]) -> Non
         w = csv.writer(fh)
         w.writerow(RESULT_COLUMNS)
         for r in sorted(rows, key=lambda r: (r.name, r.sample)):
-            w.writerow([r.name, r.sample, f"{r.loss:.6g}", f"{r.loss_clean:.6g}", r.success, r.best_step, r.steps,
-                        f"{r.time_s:.3f}", r.seed, r.file])
+            w.writerow([r.name, r.sample, f"{r.loss:.6g}", f"{r.loss_clean:.6g}", r.success, r.best_step, r.steps, f"{r.time_s:.3f}", r.seed, r.file])
 
 
 def write_groups_csv(path: str | os.PathLike, rates: Sequence[GroupRate]) -> None:
@@ -121,18 +130,38 @@ def image_report(rows: Sequence[SearchRow], note: str, degraded_vs_clean: float,
     rows = sorted(rows, key=lambda r: r.sample)
     first = rows[0]
     return {
-        "name": first.name, "input": first.input, "lr_size": first.lr_size, "note": note,
-        "lr_file": f"lr/{first.name}.png", "eps": eps, "steps": first.steps,
+        "name": first.name,
+        "input": first.input,
+        "lr_size": first.lr_size,
+        "note": note,
+        "lr_file": f"lr/{first.name}.png",
+        "eps": eps,
+        "steps": first.steps,
         "degraded_vs_clean": degraded_vs_clean,
         "success_any": any(r.success for r in rows),
-        "samples": [{"sample": r.sample, "file": r.file, "loss": r.loss, "loss_clean": r.loss_clean, "success": r.success,
-                     "best_step": r.best_step, "time_s": r.time_s, "seed": r.seed} for r in rows],
+        "samples": [
+            {
+                "sample": r.sample,
+                "file": r.file,
+                "loss": r.loss,
+                "loss_clean": r.loss_clean,
+                "success": r.success,
+                "best_step": r.best_step,
+                "time_s": r.time_s,
+                "seed": r.seed,
+            }
+            for r in rows
+        ],
         "settings": dict(settings),
     }
 
 
 def write_image_reports(
-    folder: Path, rows: Sequence[SearchRow], notes: Mapping[str, str], degraded_vs_clean: Mapping[str, float], eps: float,
+    folder: Path,
+    rows: Sequence[SearchRow],
+    notes: Mapping[str, str],
+    degraded_vs_clean: Mapping[str, float],
+    eps: float,
     settings: Mapping[str, Any],
 ) -> None:
     """``<folder>/<name>.json``: the :func:`image_report` of every input image in ``rows``."""
@@ -153,7 +182,10 @@ def summarize(rows: Sequence[SearchRow], degraded_vs_clean: Mapping[str, float])
         raise ValueError("summarize needs at least one search")
     n, ok = len(rows), sum(r.success for r in rows)
     return {
-        "success_rate": ok / n, "successes": ok, "searches": n, "images": len({r.name for r in rows}),
+        "success_rate": ok / n,
+        "successes": ok,
+        "searches": n,
+        "images": len({r.name for r in rows}),
         "failed": [sample_name(r.name, r.sample) for r in rows if not r.success],
         "mean_loss": sum(r.loss for r in rows) / n,
         "mean_loss_clean": sum(r.loss_clean for r in rows) / n,

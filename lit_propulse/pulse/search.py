@@ -12,12 +12,14 @@
 * Sec. 4.4: one-to-many, :meth:`PULSE.sample`. Every item's initialisation is seeded by
   :func:`lit_propulse.core.seeding.mix_seed`, so a result does not depend on its batch.
 """
+
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -95,10 +97,19 @@ class PULSEResult:
             return None if t is None else t.detach().cpu()
 
         return PULSEResult(
-            image=c(self.image), ws=c(self.ws), latent=c(self.latent), noise=[c(n) for n in self.noise],
-            loss=c(self.loss), success=c(self.success), best_step=c(self.best_step),
-            loss_history=c(self.loss_history), steps=self.steps, eps=self.eps, time_s=self.time_s,
-            seeds=list(self.seeds), loss_clean=c(self.loss_clean),
+            image=c(self.image),
+            ws=c(self.ws),
+            latent=c(self.latent),
+            noise=[c(n) for n in self.noise],
+            loss=c(self.loss),
+            success=c(self.success),
+            best_step=c(self.best_step),
+            loss_history=c(self.loss_history),
+            steps=self.steps,
+            eps=self.eps,
+            time_s=self.time_s,
+            seeds=list(self.seeds),
+            loss_clean=c(self.loss_clean),
         )
 
 
@@ -109,15 +120,18 @@ class PULSE(nn.Module):
         generator: the StyleGAN2 to search (never modified; its parameters get no gradients).
         gaussian_fit: the mapping statistics of that generator (:meth:`GaussianFit.load_or_fit`).
         config: all settings (:class:`PULSEConfig`).
+        bf16: run the generator under bf16 autocast (latents, loss and the kept best iterate stay
+            float32); False = float32 throughout. Speed and L_DS deviation: docs/performance.md.
 
     ``forward(lr)`` runs one search per batch item and returns a :class:`PULSEResult`;
     :meth:`sample` runs N per LR (Sec. 4.4). Works on any device: everything is created on the
     generator's device.
     """
 
-    def __init__(self, generator: Generator, gaussian_fit: GaussianFit, config: PULSEConfig | None = None) -> None:
+    def __init__(self, generator: Generator, gaussian_fit: GaussianFit, config: PULSEConfig | None = None, bf16: bool = False) -> None:
         super().__init__()
         self.config = config if config is not None else PULSEConfig()
+        self.bf16 = bool(bf16)
         if gaussian_fit.w_dim != generator.w_dim:
             raise ValueError(f"Gaussian fit has w_dim {gaussian_fit.w_dim}, the generator {generator.w_dim}")
         self.generator = generator
@@ -140,12 +154,13 @@ class PULSE(nn.Module):
         config: PULSEConfig | None = None,
         cache_dir: str | os.PathLike | None = None,
         log: Callable[[str], None] | None = None,
+        bf16: bool = False,
     ) -> PULSE:
         """Build with the generator's Gaussian fit from the cache (or fitted and cached)."""
         config = config if config is not None else PULSEConfig()
         config.noise.roles(generator.num_noise)  # fail on settings that do not fit this G before fitting
         fit = GaussianFit.load_or_fit(generator, cache_dir, config.gaussian_fit_samples, config.gaussian_fit_seed, log=log)
-        return cls(generator, fit, config)
+        return cls(generator, fit, config, bf16=bf16)
 
     @property
     def num_latents(self) -> int:
@@ -196,7 +211,7 @@ class PULSE(nn.Module):
         seeds = self._check_inputs(lr, seeds, clean_lr)
         device = self.generator.latent_avg.device
         start = time.perf_counter()
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), _frozen(self.generator):
             # (clones: inputs made under inference mode, e.g. by a Lightning test loop, cannot be
             # saved for backward)
             lr = lr.detach().to(device, torch.float32).clone()
@@ -206,10 +221,19 @@ class PULSE(nn.Module):
                 with torch.no_grad():
                     loss_clean = self.loss.downscale(best.image, clean_lr.detach().to(device, torch.float32).clone())
         return PULSEResult(
-            image=best.image, ws=best.ws, latent=best.latent, noise=best.noise, loss=best.loss,
-            success=best.loss <= self.config.eps, best_step=best.step, loss_history=history,
-            steps=self.config.steps, eps=self.config.eps, time_s=time.perf_counter() - start,
-            seeds=seeds, loss_clean=loss_clean,
+            image=best.image,
+            ws=best.ws,
+            latent=best.latent,
+            noise=best.noise,
+            loss=best.loss,
+            success=best.loss <= self.config.eps,
+            best_step=best.step,
+            loss_history=history,
+            steps=self.config.steps,
+            eps=self.config.eps,
+            time_s=time.perf_counter() - start,
+            seeds=seeds,
+            loss_clean=loss_clean,
         )
 
     def _check_inputs(self, lr: Tensor, seeds: Sequence[int] | None, clean_lr: Tensor | None) -> list[int]:
@@ -243,7 +267,8 @@ class PULSE(nn.Module):
         history = torch.zeros(cfg.steps, lr.shape[0], device=lr.device)
         for step in range(cfg.steps):
             per_layer, ws = self.latent_to_ws(latent)  # [B, num_ws, d] each
-            image = G.synthesis(ws, noise=noise).image  # [B, 3, H, W]
+            with torch.autocast(lr.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                image = G.synthesis(ws, noise=noise).image.float()  # [B, 3, H, W]
             total, logs = self.loss(image, lr, ws if cfg.loss.geocross_on == "w" else per_layer)
             history[step] = logs["loss/downscale"]  # [B]
             best.update(step, logs["loss/downscale"], image, ws, latent, noise)
@@ -278,6 +303,20 @@ class PULSE(nn.Module):
         seeds = [mix_seed(self.config.seed, k, s) for k in keys for s in range(num_samples)]
         rep = lambda t: None if t is None else t.repeat_interleave(num_samples, dim=0)
         return self.forward(rep(lr), seeds=seeds, clean_lr=rep(clean_lr), on_step=on_step)
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """The module's parameters with ``requires_grad`` False for the duration (restored after): the
+    search needs gradients through G, never for G, and a frozen G takes the generator's faster
+    backward (no weight-gradient convolutions)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class _BestIterate:

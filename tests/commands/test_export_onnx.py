@@ -18,6 +18,8 @@ from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.networks.stylegan2 import ModulatedConv2d
 from tests.helpers import LR, SIZE, run
 
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+
 TOL = 1e-4
 OUTPUTS = ["hr", "side_16", "side_32", "ws"]
 
@@ -80,7 +82,17 @@ def test_onnx_export_runs_in_onnxruntime(stage_exports, tmp_path, capsys):  # no
 
     out = tmp_path / "model.onnx"
     assert (
-        run("export", "--gds", stage_exports / "gds" / "gds.pt", "--encoder", stage_exports / "ewplus" / "ewplus.pt", "--ew", stage_exports / "ew" / "ew.pt", "--output", out)
+        run(
+            "export",
+            "--gds",
+            stage_exports / "gds" / "gds.pt",
+            "--encoder",
+            stage_exports / "ewplus" / "ewplus.pt",
+            "--ew",
+            stage_exports / "ew" / "ew.pt",
+            "--output",
+            out,
+        )
         == 0
     )
     assert "checked against PyTorch" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 the background hook, and ``upsample --paste-back`` on scikit-image's sample photographs (astronaut:
 one face; chelsea: a cat, no human face) with the tiny random stage exports of
 tests/test_upsample_edit.py (the restored faces are nonsense: the geometry is what is tested)."""
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,7 @@ from lit_propulse.faces import (
 )
 from tests.helpers import LR, SIZE, by_file, report, run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # end-to-end runs: outside `pytest -m "not slow"`
 
 
 def smooth_image(h: int, w: int) -> torch.Tensor:

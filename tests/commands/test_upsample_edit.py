@@ -4,6 +4,7 @@ several faces, ``--lr-size``, bad arguments), semantic editing (direction shapes
 strength 0 = the plain render, the ``edit`` command's grid), and the LR convention shared by
 ``pulse``, ``upsample`` and ``edit`` (inputs smaller than the generator's output are the LR as they
 are). Tiny stage exports are built here (the stage_exports fixture of tests/conftest.py, shared with the other command tests)."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from lit_propulse.faces import Face, FaceDetector, align_face, crop_quad, ffhq_q
 from lit_propulse.inference import ProPulseUpsampler
 from tests.helpers import LR, PORT_G64, SIZE, W_DIM, by_file, report, run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # end-to-end runs: outside `pytest -m "not slow"`
 #: toy faces MTCNN finds with probability > 0.99 at 256² (seed 0); measured, see test_mtcnn_on_toy_faces
 CLEAR_FACES = (7, 10)
 
@@ -122,8 +123,7 @@ def toy_landmarks(index: int, size: int) -> np.ndarray:
     rx = f.face_ry * f.face_aspect
     eye_y, eye_dx = f.cy - 0.035 + f.eye_y, rx * 0.42
     mouth_y, mw = f.cy + f.face_ry * 0.56, rx * 0.36 * f.mouth_width
-    pts = [[f.cx - eye_dx, eye_y], [f.cx + eye_dx, eye_y], [f.cx + f.nose_dx, f.cy + f.face_ry * 0.28],
-           [f.cx - mw, mouth_y], [f.cx + mw, mouth_y]]
+    pts = [[f.cx - eye_dx, eye_y], [f.cx + eye_dx, eye_y], [f.cx + f.nose_dx, f.cy + f.face_ry * 0.28], [f.cx - mw, mouth_y], [f.cx + mw, mouth_y]]
     return np.array(pts) * size - 0.5
 
 
@@ -275,8 +275,14 @@ def test_upsample_photos_end_to_end(stage_exports, photos, upsampler, tmp_path, 
     assert "[4/4]" in printed.out + printed.err and "skipped" in printed.err
     rep = report(out)
     assert rep["settings"]["encoder"].endswith("ewplus.pt") and rep["settings"]["ew"].endswith("ew.pt")
-    assert rep["summary"] == {**rep["summary"], "inputs": 4, "upsampled_inputs": 2, "skipped_inputs": 2, "results": 2,
-                              "skipped_by_kind": {"unreadable": 1, "no_face": 1}}
+    assert rep["summary"] == {
+        **rep["summary"],
+        "inputs": 4,
+        "upsampled_inputs": 2,
+        "skipped_inputs": 2,
+        "results": 2,
+        "skipped_by_kind": {"unreadable": 1, "no_face": 1},
+    }
     rows = by_file(rep)
     assert set(rows) == {"face.png", "two.jpg", "noise.png", "corrupt.png"}  # notes.txt is not an image
     assert rows["corrupt.png"]["status"] == "skipped" and "truncated" in rows["corrupt.png"]["reason"]
@@ -335,8 +341,23 @@ def test_upsample_lr_size_makes_every_input_an_hr(stage_exports, upsampler, tmp_
     lr8 = write_lr_folder(tmp_path / "lrs")
     out = tmp_path / "out"
     argv = ["--lr-size", str(LR)] if flag == "--lr-size" else ["--as-lr"]
-    assert run("upsample", "--gds", stage_exports / "gds" / "gds.pt", "--encoder", stage_exports / "ewplus" / "ewplus.pt",
-               "--ew", stage_exports / "ew" / "ew.pt", "--input", tmp_path / "lrs", "--output", out, *argv) == 0
+    assert (
+        run(
+            "upsample",
+            "--gds",
+            stage_exports / "gds" / "gds.pt",
+            "--encoder",
+            stage_exports / "ewplus" / "ewplus.pt",
+            "--ew",
+            stage_exports / "ew" / "ew.pt",
+            "--input",
+            tmp_path / "lrs",
+            "--output",
+            out,
+            *argv,
+        )
+        == 0
+    )
     assert ("deprecated" in capsys.readouterr().err) == (flag == "--as-lr")
     rep = report(out)
     assert rep["settings"]["lr_size_option"] == LR and rep["summary"]["taken_as"] == {"lr": 0, "hr": 3, "photo": 0}
@@ -452,8 +473,24 @@ def test_render_edits_strength_zero_is_the_plain_render(upsampler):
 def test_edit_command_writes_grids_and_renders(stage_exports, photos, tmp_path, capsys):
     np.save(tmp_path / "dir.npy", np.random.default_rng(0).standard_normal((1, W_DIM)).astype(np.float32))
     out = tmp_path / "edit"
-    assert run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", out, "--direction", tmp_path / "dir.npy",
-               "--strengths", "-3,-1.5,0,1.5,3", "--layers", "0-3") == 0
+    assert (
+        run(
+            "edit",
+            "--checkpoint",
+            stage_exports,
+            "--input",
+            photos,
+            "--output",
+            out,
+            "--direction",
+            tmp_path / "dir.npy",
+            "--strengths",
+            "-3,-1.5,0,1.5,3",
+            "--layers",
+            "0-3",
+        )
+        == 0
+    )
     rep = report(out)
     assert rep["settings"]["grid_rows"] == [16, 32, 64] and rep["settings"]["grid_columns"] == [-3, -1.5, 0, 1.5, 3]
     assert rep["settings"]["layers"] == [0, 1, 2, 3]
@@ -471,8 +508,10 @@ def test_edit_command_writes_grids_and_renders(stage_exports, photos, tmp_path, 
     assert run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "bad.npy") == 2
     err = capsys.readouterr().err
     assert f"expected [{W_DIM}]" in err and not (tmp_path / "bad" / "report.json").exists()
-    assert run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "dir.npy",
-               "--layers", "0-99") == 2
+    assert (
+        run("edit", "--checkpoint", stage_exports, "--input", photos, "--output", tmp_path / "bad", "--direction", tmp_path / "dir.npy", "--layers", "0-99")
+        == 2
+    )
     assert "rows must be in [0, 10)" in capsys.readouterr().err
 
 
@@ -532,8 +571,22 @@ def test_upsample_and_edit_take_a_folder_of_lrs_as_they_are(stage_exports, upsam
         hr = upsampler(u8(lr)[None]).image[0]
         assert np.abs(read_u8(out / f"lr{i}" / "hr.png") - ((hr.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).max() <= 1
     np.save(tmp_path / "dir.npy", np.ones(W_DIM, np.float32))
-    assert run("edit", "--checkpoint", stage_exports, "--input", tmp_path / "lrs", "--output", tmp_path / "edit",
-               "--direction", tmp_path / "dir.npy", "--strengths", "0,1") == 0
+    assert (
+        run(
+            "edit",
+            "--checkpoint",
+            stage_exports,
+            "--input",
+            tmp_path / "lrs",
+            "--output",
+            tmp_path / "edit",
+            "--direction",
+            tmp_path / "dir.npy",
+            "--strengths",
+            "0,1",
+        )
+        == 0
+    )
     assert np.array_equal(read_u8(tmp_path / "edit" / "lr0" / "strength_+0" / "hr.png"), read_u8(out / "lr0" / "hr.png"))
     monkeypatch.undo()
     # a folder mixing LRs and photos: each taken by its size

@@ -10,6 +10,7 @@ Measured agreement with ``PIL.Image.resize(..., Image.BICUBIC)`` (Pillow 13, tor
   Near-identity ratios on white noise differ more (64->63: up to 16 levels) because PIL clips the
   ringing overshoot of the 8-bit intermediate; on smooth images they stay within 1 level.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,10 +26,7 @@ NON_INTEGER = [(100, 30), (64, 63), (50, 16)]
 
 def _pil_float_resize(x: torch.Tensor, size: int) -> np.ndarray:
     """PIL bicubic on a [C, H, W] float tensor, channel by channel in mode "F"."""
-    chans = [
-        np.asarray(Image.fromarray(x[c].numpy().astype(np.float32), mode="F").resize((size, size), Image.BICUBIC))
-        for c in range(x.shape[0])
-    ]
+    chans = [np.asarray(Image.fromarray(x[c].numpy().astype(np.float32), mode="F").resize((size, size), Image.BICUBIC)) for c in range(x.shape[0])]
     return np.stack(chans)
 
 

@@ -2,6 +2,7 @@
 the network classes in ``EXPORTABLE`` may be built. A weights-only-safe file that names any other
 callable -- ``lit_propulse.cli.main`` with an ``argv`` that runs a command writing where the file
 chooses, the way it was exploited -- is refused by name before anything is imported or called."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,8 @@ from PIL import Image
 import lit_propulse.cli
 from lit_propulse.cli import main
 from lit_propulse.core.errors import UserFacingError
-from lit_propulse.networks.encoders import EWEncoder
 from lit_propulse.core.weights import EXPORTABLE, FORMAT, load_module, record_init_args, save_module
+from lit_propulse.networks.encoders import EWEncoder
 from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Generator
 

@@ -1,4 +1,5 @@
 """SRDataModule (through ToyFacesDataModule): batches, seeding, flips and DDP sharding of evaluation."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,11 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from datamodules.base import EvalSampler, HFlipDataset, SRDataModule, TrainSampler, flip_bits
+from datamodules.toy_faces import TOY_ATTRIBUTES, ToyFacesDataModule
 from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.downscale import downscale
-from datamodules.toy_faces import TOY_ATTRIBUTES, ToyFacesDataModule
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 SMALL = dict(hr_size=16, lr_size=4, num_train=10, num_test=7, cache="memory", batch_size=4)
 
@@ -147,9 +150,7 @@ def test_eval_sampler_each_index_exactly_once(n, world):
     assert [len(EvalSampler(data, num_replicas=world, rank=r)) for r in range(world)] == [len(s) for s in shards]
     assert all(isinstance(EvalSampler(data, num_replicas=world, rank=r), DistributedSampler) for r in range(world))
     if n % world:  # what Lightning's default would do instead: pad with duplicates
-        padded = [
-            i for r in range(world) for i in DistributedSampler(data, num_replicas=world, rank=r, shuffle=False)
-        ]
+        padded = [i for r in range(world) for i in DistributedSampler(data, num_replicas=world, rank=r, shuffle=False)]
         assert len(padded) > n
 
 
@@ -215,8 +216,12 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     """One of two gloo ranks: plain loaders first, then a Lightning Trainer(strategy="ddp") on top
     of the same process group (LOCAL_RANK set = processes launched externally, as with torchrun)."""
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-        LOCAL_RANK=str(rank), NODE_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
     )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -232,8 +237,15 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
     model = _Recorder(out)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=world, strategy="ddp", max_epochs=2, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=world,
+        strategy="ddp",
+        max_epochs=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)
     trainer.validate(model, datamodule=dm, verbose=False)

@@ -1,5 +1,6 @@
 """CelebA-HQ (standard split through the mapping + CelebA partition files, attributes) and FFHQ
 layouts, on synthetic list files and tiny images built in tmp_path."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -211,9 +212,7 @@ def test_celeba_hq_full_size_split_checked_against_the_standard_counts(tmp_path:
     import warnings
 
     tiny(tmp_path / "CelebA-HQ-img" / "0.jpg", 0)
-    (tmp_path / "CelebA-HQ-to-CelebA-mapping.txt").write_text(
-        "idx orig_idx orig_file\n" + "".join(f"{i} {i} {i + 1:06d}.jpg\n" for i in range(30000))
-    )
+    (tmp_path / "CelebA-HQ-to-CelebA-mapping.txt").write_text("idx orig_idx orig_file\n" + "".join(f"{i} {i} {i + 1:06d}.jpg\n" for i in range(30000)))
 
     def partition(n_train: int) -> None:
         (tmp_path / "list_eval_partition.txt").write_text("".join(f"{i + 1:06d}.jpg {0 if i < n_train else 2}\n" for i in range(30000)))

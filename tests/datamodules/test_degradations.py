@@ -1,4 +1,5 @@
 """Degradations of PULSE Sec. 5 / Fig. 6 (datamodules/degradations.py)."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,6 @@ import math
 import pytest
 import torch
 
-from lit_propulse.core.seeding import seed_generator
 from datamodules.degradations import (
     Degradation,
     GaussianNoise,
@@ -17,6 +17,7 @@ from datamodules.degradations import (
     std255_to_sigma,
 )
 from lit_propulse.core.downscale import downscale
+from lit_propulse.core.seeding import seed_generator
 
 
 def _img(b: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:

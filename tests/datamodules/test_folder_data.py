@@ -1,5 +1,6 @@
 """Image-folder data: listing, bad-file policy, conversions, LR files, attributes, prepare step,
 and ImageFolderDataModule (datamodules/folder.py, datamodules/prepare.py)."""
+
 from __future__ import annotations
 
 import builtins
@@ -15,9 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_propulse.core.batch import collate_sr
 from datamodules.degradations import Degradation, GaussianNoise, MotionBlur
-from lit_propulse.core.downscale import downscale
 from datamodules.folder import (
     BadImageError,
     ImageFolderDataset,
@@ -30,6 +29,8 @@ from datamodules.folder import (
     uint8_to_tensor,
 )
 from datamodules.prepare import PreparedDataset, prepare_datasets
+from lit_propulse.core.batch import collate_sr
+from lit_propulse.core.downscale import downscale
 
 HR, LR = 32, 8
 
@@ -80,7 +81,7 @@ def test_split_by_fraction_is_exact_deterministic_and_disjoint() -> None:
     assert len(test) == round(103 * 0.2) and len(train) + len(test) == 103
     assert not set(train) & set(test)
     assert set(split_by_fraction(list(reversed(names)), 0.2)[1]) == set(test)  # independent of listing order
-    assert test != names[-len(test):]  # not simply the tail
+    assert test != names[-len(test) :]  # not simply the tail
     assert split_by_fraction(names, 0.0) == (names, [])
     train_all, test_all = split_by_fraction(names, 1.0)  # every image a test image (predict on a folder)
     assert train_all == [] and sorted(test_all) == sorted(names)

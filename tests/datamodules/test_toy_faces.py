@@ -1,4 +1,5 @@
 """Toy faces: deterministic rendering, labels that match the pixels, the dataset's splits and pairs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from lit_propulse.core.downscale import downscale
 from datamodules.toy_faces import (
     TOY_ATTRIBUTES,
     ToyFaceFactors,
@@ -16,6 +16,7 @@ from datamodules.toy_faces import (
     sample_toy_factors,
     toy_attributes,
 )
+from lit_propulse.core.downscale import downscale
 
 NO_GLASSES = {"eyeglasses": False, "sunglasses": False}
 EYEGLASSES = {"eyeglasses": True, "sunglasses": False}
@@ -215,9 +216,7 @@ def test_splits_are_disjoint_by_render_index():
     test_idx = {test.render_index(i) for i in range(len(test))}
     assert train_idx == set(range(6)) and test_idx == set(range(6, 11))
     # test item 0 is render index num_train, with its own name; no test image equals a train image
-    np.testing.assert_array_equal(
-        ((test[0]["hr"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy(), render_toy_face(2, 6, 32)[0]
-    )
+    np.testing.assert_array_equal(((test[0]["hr"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy(), render_toy_face(2, 6, 32)[0])
     assert test[0]["name"] == "toy_000006.png" and test[0]["index"] == 0
     train_hr = torch.stack([train[i]["hr"] for i in range(len(train))])
     for i in range(len(test)):

@@ -21,6 +21,7 @@ Stand-in networks (a fixed projection of the pixels: the mean colour) replace th
 and the identity network where a known answer needs known features; they are handed to the suite
 through its own loaders (monkeypatched), so the suite's construction and wiring are the real ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -106,8 +107,13 @@ def stand_ins(tmp_path, monkeypatch):
         monkeypatch.setattr(feature_nets, "build_identity_net", lambda kind, path, **k: MeanColourEmbedding())
         for name in ("classifier.pt", "identity.pth"):
             (tmp_path / name).write_bytes(b"stand-in")
-        kwargs = {"fid": "attributes", "attribute_classifier": str(tmp_path / "classifier.pt"),
-                  "identity_weights": str(tmp_path / "identity.pth"), "niqe": False, **kwargs}
+        kwargs = {
+            "fid": "attributes",
+            "attribute_classifier": str(tmp_path / "classifier.pt"),
+            "identity_weights": str(tmp_path / "identity.pth"),
+            "niqe": False,
+            **kwargs,
+        }
         return MetricSuite(**kwargs)
 
     return make

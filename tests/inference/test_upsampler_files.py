@@ -119,7 +119,7 @@ def test_upsampler_is_frozen_in_eval_mode_and_checks_its_input(files):
 
 
 def test_noise_setting_reaches_the_generator(files):
-    """"const" (the stored noise maps): the same LR gives the same image; "random": fresh noise per call."""
+    """ "const" (the stored noise maps): the same LR gives the same image; "random": fresh noise per call."""
     d, *_, lr = files
     with torch.no_grad():
         const = ProPulseUpsampler.from_files(d / "gds.pt", d / "ewplus.pt", ew=d / "ew.pt")

@@ -1,5 +1,6 @@
 """NIQE: basicsr's own values on fixture images, the Metric's reduction over batches, refused image
 sizes, and a pristine model fitted on toy faces (fit, score, save and load)."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ def toy_faces(indices: range, size: int = 64) -> torch.Tensor:
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     r = int(3 * sigma)
-    k = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
+    k = torch.exp(-(torch.arange(-r, r + 1.0) ** 2) / (2 * sigma**2))
     k = (k[:, None] * k[None]) / k.sum() ** 2
     return F.conv2d(F.pad(images, (r, r, r, r), mode="reflect"), k.expand(3, 1, -1, -1), groups=3)
 

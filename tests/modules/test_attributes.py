@@ -1,6 +1,7 @@
 """The attribute classifier, its training module and the attribute-score difference (Pro-PULSE Sec. IV-E,
 Fig. 8): network shapes and gradients, save/load, training through the CLI on the shrunk toy YAML,
 the metric against hand-computed values, and the shipped toy classifier on toy test faces."""
+
 from __future__ import annotations
 
 import csv
@@ -15,11 +16,13 @@ from torch import Tensor, nn
 from datamodules.toy_faces import TOY_ATTRIBUTES, render_toy_face
 from lit_propulse.cli import main
 from lit_propulse.core.errors import MissingFilesError
+from lit_propulse.core.files import missing_files
+from lit_propulse.core.weights import save_module
 from lit_propulse.metrics.attributes import AttributeScoreDifference, attribute_score_difference
 from lit_propulse.modules.attribute_module import AttributeClassifierModule
 from lit_propulse.networks.attribute_classifier import AttributeClassifier, load_attribute_classifier
-from lit_propulse.core.weights import save_module
-from lit_propulse.core.files import missing_files
+
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY_YAML = ROOT / "experiments" / "toy" / "attributes.yaml"
@@ -52,11 +55,14 @@ def test_classifier_shapes_and_gradients():
     assert all(p.grad is not None for p in net.parameters())
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"input_size": 24}, "8 \\* 2\\*\\*k"),
-    ({"input_size": 64}, "at most image_size"),
-    ({"attr_names": ["a", "b"]}, "2 names"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"input_size": 24}, "8 \\* 2\\*\\*k"),
+        ({"input_size": 64}, "at most image_size"),
+        ({"attr_names": ["a", "b"]}, "2 names"),
+    ],
+)
 def test_classifier_refuses_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kw)
@@ -91,12 +97,37 @@ def test_missing_classifier_file_is_named_with_its_command(tmp_path):
 
 def test_module_trains_through_the_cli_and_exports(tmp_path):
     argv = [
-        "fit", "--config", str(TOY_YAML),
-        "--model.init_args.classifier.init_args.channels", "4", "--model.init_args.classifier.init_args.max_channels", "16",
-        "--data.init_args.num_train", "32", "--data.init_args.num_test", "16", "--data.init_args.batch_size", "8", "--data.init_args.val_subset", "16",
-        "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "fit",
+        "--config",
+        str(TOY_YAML),
+        "--model.init_args.classifier.init_args.channels",
+        "4",
+        "--model.init_args.classifier.init_args.max_channels",
+        "16",
+        "--data.init_args.num_train",
+        "32",
+        "--data.init_args.num_test",
+        "16",
+        "--data.init_args.batch_size",
+        "8",
+        "--data.init_args.val_subset",
+        "16",
+        "--trainer.max_steps",
+        "4",
+        "--trainer.val_check_interval",
+        "4",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
     ]
     assert main(argv) == 0
     clf = load_attribute_classifier(str(tmp_path / "attributes.pt"))
@@ -117,15 +148,51 @@ def test_paper_yaml_on_a_tiny_celeba_hq(tmp_path):
 
     root = make_celeba_hq(tmp_path / "celeba_hq")
     argv = [
-        "fit", "--config", str(ROOT / "experiments" / "attributes.yaml"),
-        "--model.init_args.classifier.init_args.image_size", "16", "--model.init_args.classifier.init_args.input_size", "8",
-        "--model.init_args.classifier.init_args.channels", "4", "--model.init_args.classifier.init_args.max_channels", "16",
-        "--model.init_args.augment_shift", "1", "--model.init_args.pos_weight", str([2.0] * 40),
-        "--data.init_args.root", str(root), "--data.init_args.hr_size", "16", "--data.init_args.lr_size", "4",
-        "--data.init_args.prepared_dir", "null", "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "2", "--data.init_args.val_subset", "2",
-        "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger.init_args.save_dir", str(tmp_path / "run"),
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "attributes.yaml"),
+        "--model.init_args.classifier.init_args.image_size",
+        "16",
+        "--model.init_args.classifier.init_args.input_size",
+        "8",
+        "--model.init_args.classifier.init_args.channels",
+        "4",
+        "--model.init_args.classifier.init_args.max_channels",
+        "16",
+        "--model.init_args.augment_shift",
+        "1",
+        "--model.init_args.pos_weight",
+        str([2.0] * 40),
+        "--data.init_args.root",
+        str(root),
+        "--data.init_args.hr_size",
+        "16",
+        "--data.init_args.lr_size",
+        "4",
+        "--data.init_args.prepared_dir",
+        "null",
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.val_subset",
+        "2",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "run"),
     ]
     assert main(argv) == 0
     clf = load_attribute_classifier(str(tmp_path / "run" / "attributes.pt"))
@@ -204,7 +271,7 @@ def test_metric_accumulates_like_one_big_batch():
     sr, gt = images(10, 32, seed=1), images(10, 32, seed=2)
     split, whole = AttributeScoreDifference(clf), AttributeScoreDifference(clf)
     for i in range(0, 10, 3):
-        split.update(sr[i:i + 3], gt[i:i + 3])
+        split.update(sr[i : i + 3], gt[i : i + 3])
     whole.update(sr, gt)
     a, b = split.compute(), whole.compute()
     torch.testing.assert_close(a["per_attribute"], b["per_attribute"], atol=1e-6, rtol=0)

@@ -1,4 +1,5 @@
 """StyleGAN2Module: a few steps of the real toy config (shrunk), regularisers, export, continuation."""
+
 from __future__ import annotations
 
 import csv
@@ -11,6 +12,8 @@ import torch
 from lit_propulse.cli import main
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 
+pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / "experiments" / "toy" / "stylegan2.yaml"
 TINY = "{4: 16, 8: 16, 16: 16, 32: 8}"
@@ -18,15 +21,49 @@ TINY = "{4: 16, 8: 16, 16: 16, 32: 8}"
 
 def run(tmp: Path, *extra: str) -> None:
     argv = [
-        "fit", "--config", str(CFG),
-        "--data.init_args.hr_size", "32", "--data.init_args.lr_size", "8", "--data.init_args.num_train", "64", "--data.init_args.num_test", "8",
-        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-        "--model.init_args.generator.init_args.channels", TINY, "--model.init_args.generator.init_args.style_dim", "16",
-        "--model.init_args.discriminator.init_args.channels", TINY,
-        "--model.init_args.r1_every", "2", "--model.init_args.pl_every", "2", "--model.init_args.latent_avg_samples", "256",
-        "--trainer.precision", "32-true", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp), "--trainer.logger.init_args.save_dir", str(tmp),
-        "--trainer.callbacks", "lit_propulse.callbacks.stylegan2.GeneratorSnapshot", "--trainer.callbacks.every_n_steps", "2", "--trainer.callbacks.num_samples", "4",
+        "fit",
+        "--config",
+        str(CFG),
+        "--data.init_args.hr_size",
+        "32",
+        "--data.init_args.lr_size",
+        "8",
+        "--data.init_args.num_train",
+        "64",
+        "--data.init_args.num_test",
+        "8",
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.num_workers",
+        "0",
+        "--model.init_args.generator.init_args.channels",
+        TINY,
+        "--model.init_args.generator.init_args.style_dim",
+        "16",
+        "--model.init_args.discriminator.init_args.channels",
+        TINY,
+        "--model.init_args.r1_every",
+        "2",
+        "--model.init_args.pl_every",
+        "2",
+        "--model.init_args.latent_avg_samples",
+        "256",
+        "--trainer.precision",
+        "32-true",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp),
+        "--trainer.callbacks",
+        "lit_propulse.callbacks.stylegan2.GeneratorSnapshot",
+        "--trainer.callbacks.every_n_steps",
+        "2",
+        "--trainer.callbacks.num_samples",
+        "4",
         *extra,
     ]
     assert main(argv) == 0

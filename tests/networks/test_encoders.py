@@ -1,5 +1,6 @@
 """E_W and E_W+ (Pro-PULSE Sec. III-D to III-F): shapes at LR 8 / 16, the scale -> w+ rows rule,
 Eq. (10) composition into a tiny generator, gradients, warm start, and construction errors."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Frozen feature nets (VGG-16 conv4_2, ArcFace IR-SE50, FaceNet): loading through the weights-file
 route reproduces the net exactly, the file layouts the real weights use, clear errors for missing or
 foreign files, no downloads, unit-norm embeddings, frozen yet differentiable w.r.t. the image."""
+
 from __future__ import annotations
 
 import pytest
@@ -71,7 +72,7 @@ def test_vgg_loads_full_and_features_only_files(tmp_path):
     full["classifier.0.weight"] = torch.zeros(4, 25088)
     full["classifier.0.bias"] = torch.zeros(4)
     torch.save(full, tmp_path / "vgg16-397923af.pth")
-    torch.save({k[len("features."):]: v for k, v in src.state_dict().items()}, tmp_path / "features.pth")
+    torch.save({k[len("features.") :]: v for k, v in src.state_dict().items()}, tmp_path / "features.pth")
     ref = VGGPerceptual(None, random_init=True)
     with torch.no_grad():
         for k, v in ref.state_dict().items():

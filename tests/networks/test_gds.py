@@ -1,5 +1,6 @@
 """G_ds (Pro-PULSE Sec. III-C): side outputs at every resolution, and its export file (gds.pt) — one
 written in the format used before the networks/stylegan2.py split must still load exactly."""
+
 from __future__ import annotations
 
 import pytest
