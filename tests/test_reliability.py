@@ -363,3 +363,63 @@ def test_data_that_do_not_fit_the_model_stop_before_the_first_step(tmp_path, cap
     assert "lr_size=16 but the networks take 8x8" in line and "data.init_args.lr_size=8" in line
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.csv").exists()
     assert cli("fit", tmp_path / "ok", "--trainer.max_steps", "1", model="SizedStage", data="SizedData") == 0
+
+
+def _folder_data(root: Path) -> list[str]:
+    return [
+        "--data",
+        "datamodules.folder.ImageFolderDataModule",
+        "--data.init_args.root",
+        str(root),
+        "--data.init_args.hr_size",
+        "8",
+        "--data.init_args.lr_size",
+        "4",
+        "--data.init_args.test_fraction",
+        "0.5",
+    ]
+
+
+def test_a_missing_data_root_is_one_line(tmp_path, capsys):
+    argv = [
+        "fit",
+        "--model",
+        f"{HERE}.Counting",
+        *_folder_data(tmp_path / "no_such_folder"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.max_steps",
+        "1",
+    ]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert "no_such_folder" in line and "does not exist" in line
+
+
+def test_bad_image_files_are_one_error_naming_them(tmp_path, capsys):
+    root = tmp_path / "faces"
+    for i in range(4):
+        _png(root / f"ok{i}.png", 30 * i)
+    (root / "broken.png").write_bytes(b"not a png")
+    argv = [
+        "fit",
+        "--model",
+        f"{HERE}.Counting",
+        *_folder_data(root),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.max_steps",
+        "1",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    first = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(first) == 1 and "1 bad image file" in first[0] and "broken.png" in err and "Traceback" not in err
