@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import time
+import types
 
 import matplotlib
 
@@ -51,6 +52,22 @@ def batches(num: int, size: int = 32) -> list[SRBatch]:
     ds = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=num)
     items = [ds[i] for i in range(len(ds))]
     return [collate_sr(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class PSPStart(torch.nn.Module):
+    """pSp's encoder as the start of a refinement (what RefinedUpsampler reads: ``encode``, ``gds.generator``)."""
+
+    noise = "const"
+
+    def __init__(self, generator: str, encoder: str) -> None:
+        super().__init__()
+        from lit_propulse.evaluation.psp_method import PSPMethod
+
+        self.psp = PSPMethod("pSp", generator, encoder)
+        self.gds = types.SimpleNamespace(generator=self.psp.generator)
+
+    def encode(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.psp.encoder(lr)
 
 
 def run(name, upsample, data, suite, log, warm_up: bool = True) -> dict:
@@ -134,7 +151,10 @@ def main() -> None:
             res["E_W"] = run("E_W", lambda b: ew_up(b.lr), data, suite, log)
         if wanted("Pro-PULSE"):
             res["Pro-PULSE"] = run("Pro-PULSE", lambda b: pro(b.lr), data, suite, log)
-        for start_name, start in (("", pro), (" from E_W", ew_up)):
+        starts = [("", pro), (" from E_W", ew_up)]
+        if args.psp:
+            starts.append((" from pSp", PSPStart(args.generator, args.psp)))
+        for start_name, start in starts:
             for variant, cfg in REFINE.items():
                 name = variant + start_name
                 if not wanted(name):
@@ -193,7 +213,8 @@ def main() -> None:
         ax.plot([d["l_ds"] for d in dial["blend"]], [d["fid"] for d in dial["blend"]], "s--", label="blend dial α (0 = E_W, 1 = E_W+)")
         for d in dial["blend"]:
             ax.annotate(f"α={d['position']:g}", (d["l_ds"], d["fid"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-        for name, mk in (("refine W+", "*"), ("refine sphere", "P"), ("PULSE", "x"), ("pSp", "D")):
+        marks = (("refine W+", "*"), ("refine sphere", "P"), ("refine W+ from E_W", "v"), ("refine W+ from pSp", "^"), ("PULSE", "x"), ("pSp", "D"))
+        for name, mk in marks:
             r = report.get("methods", {}).get(name)
             if r:
                 ax.plot([r["l_ds"]], [r["fid"]], mk, markersize=9, label=name)

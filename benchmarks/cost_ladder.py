@@ -22,6 +22,7 @@ training throughput with each speed option on and off.
 Timings are the fastest of interleaved repetitions within one run; on a shared machine only the
 ratios within a run are comparable between runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,7 +94,7 @@ def propulse_seconds(G: Generator, lr_size: int, rounds: int = 3) -> float:
 
 def ladder(sizes: list[int], steps_timed: int) -> list[str]:
     rows = [
-        f"| size (LR) | PULSE per image, 100 steps, float32 (s) | PULSE, bf16 autocast (s) | Pro-PULSE per image: E_W+ + G_ds forward (s) | PULSE / Pro-PULSE |",
+        "| size (LR) | PULSE per image, 100 steps, float32 (s) | PULSE, bf16 autocast (s) | Pro-PULSE per image: E_W+ + G_ds forward (s) | PULSE / Pro-PULSE |",
         "|---|---|---|---|---|",
     ]
     for size in sizes:
@@ -145,9 +146,16 @@ def toy_training_img_s(bf16: bool, channels_last: bool, batches: int = 16, warmu
 
     clock = Clock()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision="bf16-mixed" if bf16 else "32-true", max_epochs=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[clock], num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        precision="bf16-mixed" if bf16 else "32-true",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+        num_sanity_val_steps=0,
     )
     trainer.fit(module, DataLoader(data, batch_size=None))
     return batches * batch / (clock.end - clock.start)

@@ -5,11 +5,13 @@ PULSE gets one-to-many super-resolution (Menon et al. 2020, Sec. 4.4) from resta
 other random latents and noise maps. Pro-PULSE's encoders are deterministic; here the answer is
 resampled where the LR leaves it free, keeping the rest of the encoder's w+ exactly:
 
-* **rows** — the w+ rows of the layers above ``rows_above`` (by default the LR's own resolution:
-  the rows [num_ws_up_to(l), num_ws) style only layers finer than the LR; the row layout is
-  :func:`~lit_propulse.networks.stylegan2.num_ws_up_to`'s) move toward a fresh w = mapping(z) per
-  sample (style mixing, truncated toward the mean latent), by ``strength``
-  (1 = replaced, 0 = kept);
+* **rows** — the w+ rows of the layers above ``rows_above`` (rows [num_ws_up_to(r), num_ws) style
+  only layers finer than r; the row layout is :func:`~lit_propulse.networks.stylegan2.num_ws_up_to`'s)
+  move toward a fresh w = mapping(z) per sample (style mixing, truncated toward the mean latent), by
+  ``strength`` (1 = replaced, 0 = kept). The default is 4x the LR's side, not the LR's side itself:
+  StyleGAN2's rows just above the LR resolution still set colours the LR sees (on the toy domain,
+  8² -> 64², resampling the rows above 8² multiplies L_DS by 4, above 16² by 1.35, above 32² leaves it
+  unchanged: docs/beyond.md);
 * **noise** — the noise maps at resolutions above ``noise_above`` (default the LR size) are drawn
   afresh per sample; the others stay the generator's stored maps, as the encoder's answer uses.
 
@@ -45,8 +47,8 @@ class SampleConfig:
 
     Args:
         num_samples: answers per LR (N >= 1).
-        rows_above: resolution above which the w+ rows are resampled; None = the LR size. The
-            generator's size = no row resampled.
+        rows_above: resolution above which the w+ rows are resampled; None = 4x the LR size (at most
+            the generator's size). The generator's size = no row resampled.
         noise_above: resolution above which the noise maps are redrawn; None = the LR size. The
             generator's size = no map redrawn.
         strength: how far the resampled rows move toward the random w: 1 = replaced (style mixing),
@@ -161,7 +163,7 @@ def sample_answers(
     if len(keys) != B:
         raise ValueError(f"got {len(keys)} keys for {B} LR images")
     lr_side = lr.shape[-1]
-    rows_above = lr_side if config.rows_above is None else config.rows_above
+    rows_above = min(4 * lr_side, G.size) if config.rows_above is None else config.rows_above
     noise_above = lr_side if config.noise_above is None else config.noise_above
     if rows_above > G.size or noise_above > G.size:
         raise ValueError(f"rows_above / noise_above must not exceed the generator's size {G.size}, got {rows_above} / {noise_above}")

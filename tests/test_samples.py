@@ -52,7 +52,7 @@ def lr_batch(n: int = 2) -> torch.Tensor:
 
 def test_samples_differ_only_in_the_resampled_rows_and_noise(up):
     lr = lr_batch()
-    s = sample_answers(up, lr, SampleConfig(num_samples=4))
+    s = sample_answers(up, lr, SampleConfig(num_samples=4, rows_above=LR))
     G = up.gds.generator
     B, N = 2, 4
     assert s.images.shape == (B, N, 3, SIZE, SIZE) and s.ws.shape == (B, N, G.num_ws, W_DIM) and s.l_ds.shape == (B, N)
@@ -87,6 +87,11 @@ def test_samples_differ_only_in_the_resampled_rows_and_noise(up):
     assert s.spread.shape == (B, 1, SIZE, SIZE) and (s.spread > 0).any()
 
 
+def test_default_rows_are_those_above_four_times_the_lr(up):
+    s = sample_answers(up, lr_batch(1), SampleConfig(num_samples=2))
+    assert s.first_row == num_ws_up_to(min(4 * LR, SIZE))
+
+
 def test_nothing_resampled_gives_identical_samples_and_zero_spread(up):
     lr = lr_batch()
     s = sample_answers(up, lr, SampleConfig(num_samples=3, rows_above=SIZE, noise_above=SIZE))
@@ -98,14 +103,14 @@ def test_nothing_resampled_gives_identical_samples_and_zero_spread(up):
 
 
 def test_strength_zero_keeps_rows_and_resamples_noise_only(up):
-    s = sample_answers(up, lr_batch(), SampleConfig(num_samples=2, strength=0.0))
+    s = sample_answers(up, lr_batch(), SampleConfig(num_samples=2, rows_above=LR, strength=0.0))
     assert torch.equal(s.ws[:, 0], s.ws[:, 1])
     assert not torch.allclose(s.images[:, 0], s.images[:, 1])
 
 
 def test_samples_follow_the_image_key_not_the_batch(up):
     lr = lr_batch(3)
-    cfg = SampleConfig(num_samples=2)
+    cfg = SampleConfig(num_samples=2, rows_above=LR)
     batch = sample_answers(up, lr, cfg, keys=[10, 11, 12])
     alone = sample_answers(up, lr[1:2], cfg, keys=[11])
     assert torch.allclose(alone.ws[0], batch.ws[1], atol=1e-6)
@@ -114,8 +119,8 @@ def test_samples_follow_the_image_key_not_the_batch(up):
 
 def test_refined_samples_report_their_refined_l_ds(up):
     lr = lr_batch(1)
-    plain = sample_answers(up, lr, SampleConfig(num_samples=2))
-    refined = sample_answers(up, lr, SampleConfig(num_samples=2), refine_config=RefineConfig(eps=1e-9, max_steps=5, learning_rate=0.05))
+    plain = sample_answers(up, lr, SampleConfig(num_samples=2, rows_above=LR))
+    refined = sample_answers(up, lr, SampleConfig(num_samples=2, rows_above=LR), refine_config=RefineConfig(eps=1e-9, max_steps=5, learning_rate=0.05))
     assert (refined.l_ds < plain.l_ds).all()
 
 

@@ -19,13 +19,14 @@ Layer order and the map "resolution -> which rows of w+ it uses" are defined onc
 :func:`synthesis_layout` and :func:`num_ws_up_to`; everything else (Pro-PULSE's Eq. (10) progressive
 composition, PULSE's per-layer latents and noise) asks them.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -248,11 +249,13 @@ def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
     """sum over pixels of a * b per channel, [1, C, H, W] x2 -> [C] (accumulated in float32 or wider),
     in blocks of rows of about 2**18 elements: no activation-sized temporary (on CPU a fresh large
     tensor costs more in page faults than the multiplication itself)."""
-    rows = max(1, 2**18 // max(1, a.shape[1] * a.shape[3]))
     acc_t = _acc_dtype(a.dtype)
+    if a.device.type != "cpu":  # caching allocators: one pass, no per-block kernel launches
+        return torch.sum(a * b, dim=(0, 2, 3), dtype=acc_t)
+    rows = max(1, 2**18 // max(1, a.shape[1] * a.shape[3]))
     acc = torch.zeros(a.shape[1], device=a.device, dtype=acc_t)
     for i in range(0, a.shape[2], rows):
-        acc += torch.sum(a[:, :, i: i + rows] * b[:, :, i: i + rows], dim=(0, 2, 3), dtype=acc_t)
+        acc += torch.sum(a[:, :, i : i + rows] * b[:, :, i : i + rows], dim=(0, 2, 3), dtype=acc_t)
     return acc
 
 
@@ -291,8 +294,8 @@ def _conv_per_sample(x: Tensor, wmod: Tensor, bias: Tensor | None, blur: Blur | 
     """One convolution per sample with its own weights: conv2d(x[b], wmod[b]) + bias, or with ``blur``
     the 2x transposed convolution with wmod[b] ([in, out, k, k]) then the blur (the bias rides in it)."""
     if blur is not None:
-        return [blur(F.conv_transpose2d(x[b: b + 1], wmod[b], stride=2), bias=bias) for b in range(x.shape[0])]
-    return [F.conv2d(x[b: b + 1], wmod[b], bias, padding=padding) for b in range(x.shape[0])]
+        return [blur(F.conv_transpose2d(x[b : b + 1], wmod[b], stride=2), bias=bias) for b in range(x.shape[0])]
+    return [F.conv2d(x[b : b + 1], wmod[b], bias, padding=padding) for b in range(x.shape[0])]
 
 
 class _StyleGradConv(torch.autograd.Function):
@@ -328,7 +331,7 @@ class _StyleGradConv(torch.autograd.Function):
         outs = _conv_per_sample(x, wmod, None if bias is None else bias.to(x.dtype), blur, padding)
         for b, o in enumerate(outs):
             if noise is not None:
-                o.add_((noise[b: b + 1] if noise.shape[0] > 1 else noise).to(o.dtype) * noise_strength.to(o.dtype))
+                o.add_((noise[b : b + 1] if noise.shape[0] > 1 else noise).to(o.dtype) * noise_strength.to(o.dtype))
             if activate:
                 F.leaky_relu_(o, 0.2)
         y = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -346,8 +349,8 @@ class _StyleGradConv(torch.autograd.Function):
         gx, gs, gd = [], [], []
         gn = None if not need_n else torch.zeros(noise.shape, device=noise.device, dtype=acc)
         for b in range(x.shape[0]):
-            dy_b, y_b, x_b = dy[b: b + 1], y[b: b + 1], x[b: b + 1]
-            n_b = None if noise is None else noise[b: b + 1] if noise.shape[0] > 1 else noise
+            dy_b, y_b, x_b = dy[b : b + 1], y[b : b + 1], x[b : b + 1]
+            n_b = None if noise is None else noise[b : b + 1] if noise.shape[0] > 1 else noise
             dpre = torch.ops.aten.leaky_relu_backward(dy_b, y_b, 0.2, True) if ctx.activate else dy_b  # [1, out, H', W']
             d_b = torch.ones_like(style[b, :1]).expand(weight.shape[0]) if dcoef is None else dcoef[b]  # [out]
             if need_d or need_n:
@@ -366,7 +369,7 @@ class _StyleGradConv(torch.autograd.Function):
             if need_n:
                 gn_b = dpre_m.sum(1, dtype=acc).view(n_b.shape) * nw.to(acc)
                 if noise.shape[0] > 1:
-                    gn[b: b + 1] = gn_b
+                    gn[b : b + 1] = gn_b
                 else:
                     gn += gn_b
             if not (need_x or need_s):
@@ -537,10 +540,7 @@ class ModulatedConv2d(nn.Module):
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, "
-            f"upsample={self.upsample}, demodulate={self.demodulate}"
-        )
+        return f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}, demodulate={self.demodulate}"
 
 
 class NoiseInjection(nn.Module):
@@ -572,7 +572,9 @@ class ConstantInput(nn.Module):
 class StyledConv(nn.Module):
     """Modulated conv -> noise -> bias + LeakyReLU (port's ``StyledConv``)."""
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
+    def __init__(
+        self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1)
+    ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
@@ -733,11 +735,7 @@ class SynthesisNetwork(nn.Module):
     def make_noise(self, batch: int = 1, generator: torch.Generator | None = None) -> list[Tensor]:
         """Fresh Gaussian noise maps [batch, 1, r, r] for every noise layer (port order)."""
         device = self.input.input.device
-        return [
-            torch.randn(batch, 1, s.resolution, s.resolution, device=device, generator=generator)
-            for s in self.layout
-            if s.noise_index is not None
-        ]
+        return [torch.randn(batch, 1, s.resolution, s.resolution, device=device, generator=generator) for s in self.layout if s.noise_index is not None]
 
     def resolve_noise(self, noise: NoiseArg, batch: int) -> list[Tensor | None]:
         """A list of num_noise maps (or None = no noise) from a mode string or an explicit list."""
@@ -760,9 +758,7 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: Tensor, noise: NoiseArg = "random") -> SynthesisOutput:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(
-                f"synthesis expects ws of shape [B, {self.num_ws}, {self.w_dim}] (num_ws, w_dim), got {tuple(ws.shape)}"
-            )
+            raise ValueError(f"synthesis expects ws of shape [B, {self.num_ws}, {self.w_dim}] (num_ws, w_dim), got {tuple(ws.shape)}")
         batch = ws.shape[0]
         noises = self.resolve_noise(noise, batch)
         features, skips = _BatchParts(), _BatchParts()
@@ -777,14 +773,14 @@ class SynthesisNetwork(nn.Module):
             module = self.get_submodule(spec.name)
             w = ws[:, spec.w_index]
             if split and not isinstance(x, list) and spec.kind == "conv" and x[0].numel() >= ModulatedConv2d.weight_path_min_elements:
-                x = [x[b: b + 1] for b in range(batch)]
-                skip = [skip[b: b + 1] for b in range(batch)] if skip is not None else None
+                x = [x[b : b + 1] for b in range(batch)]
+                skip = [skip[b : b + 1] for b in range(batch)] if skip is not None else None
             if isinstance(x, list):
                 n = noises[spec.noise_index] if spec.kind == "conv" else None
                 if spec.kind == "conv":
-                    x = [module(x[b], w[b: b + 1], None if n is None else n[b: b + 1] if n.shape[0] > 1 else n) for b in range(batch)]
+                    x = [module(x[b], w[b : b + 1], None if n is None else n[b : b + 1] if n.shape[0] > 1 else n) for b in range(batch)]
                 else:
-                    skip = [module(x[b], w[b: b + 1], None if skip is None else skip[b]) for b in range(batch)]
+                    skip = [module(x[b], w[b : b + 1], None if skip is None else skip[b]) for b in range(batch)]
                     features[spec.resolution], skips[spec.resolution] = x, skip
             elif spec.kind == "conv":
                 x = module(x, w, noises[spec.noise_index])  # [B, C_r, r, r]
@@ -932,7 +928,7 @@ class Generator(nn.Module):
         load_exact(self, port_to_ours(state), source, ignore={"latent_avg", "has_latent_avg"}, port_names=True)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, key: str = "g_ema", lr_mlp: float | None = None, map_location: str | torch.device = "cpu") -> "Generator":
+    def from_checkpoint(cls, path: str | os.PathLike, key: str = "g_ema", lr_mlp: float | None = None, map_location: str | torch.device = "cpu") -> Generator:
         """Load a generator from a port checkpoint (converter or trainer layout) or our own save.
 
         The architecture (size, style_dim, n_mlp, channel table, blur kernel) is inferred from the
@@ -944,7 +940,7 @@ class Generator(nn.Module):
 
         return read_generator(path, key=key, lr_mlp=lr_mlp, map_location=map_location, cls=cls)
 
-    def save(self, path: str | os.PathLike, discriminator: "Discriminator | None" = None, extra: dict[str, Any] | None = None) -> None:
+    def save(self, path: str | os.PathLike, discriminator: Discriminator | None = None, extra: dict[str, Any] | None = None) -> None:
         """Write ``{"g_ema", "latent_avg", "arch", ["d"]}`` in the port's layout (readable by the port too)."""
         from lit_propulse.networks.checkpoints import write_generator
 
@@ -1023,7 +1019,15 @@ class Discriminator(nn.Module):
         missing = [2**k for k in range(2, log_size + 1) if 2**k not in channels]
         if missing:
             raise ValueError(f"channel table lacks resolutions {missing} (size {size}); got {sorted(channels)}")
-        self.arch = {"size": self.size, "channels": {2**k: channels[2**k] for k in range(2, log_size + 1)}, "blur_kernel": [float(v) for v in torch.as_tensor(blur_kernel).flatten()] if torch.as_tensor(blur_kernel).ndim == 1 else make_kernel(blur_kernel).tolist(), "stddev_group": stddev_group, "stddev_feat": stddev_feat}
+        self.arch = {
+            "size": self.size,
+            "channels": {2**k: channels[2**k] for k in range(2, log_size + 1)},
+            "blur_kernel": [float(v) for v in torch.as_tensor(blur_kernel).flatten()]
+            if torch.as_tensor(blur_kernel).ndim == 1
+            else make_kernel(blur_kernel).tolist(),
+            "stddev_group": stddev_group,
+            "stddev_feat": stddev_feat,
+        }
         convs: list[nn.Module] = [ConvLayer(3, channels[size], 1)]
         in_ch = channels[size]
         for k in range(log_size, 2, -1):
@@ -1055,7 +1059,7 @@ class Discriminator(nn.Module):
         return self.final_linear(out.reshape(batch, -1))  # [B, 1]
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, key: str = "d", map_location: str | torch.device = "cpu") -> "Discriminator":
+    def from_checkpoint(cls, path: str | os.PathLike, key: str = "d", map_location: str | torch.device = "cpu") -> Discriminator:
         """Load the discriminator (``"d"``) of a port trainer checkpoint or our own save; architecture from shapes."""
         from lit_propulse.networks.checkpoints import read_discriminator
 

@@ -84,7 +84,7 @@ def test_skipped_metrics_say_which_setting_and_file_they_need(tmp_path):
         if key != "niqe":
             assert suite.skipped[key] == f"no {what} ({hint})", key
     assert suite.skipped["niqe"] == "switched off (metrics.niqe: false)"
-    assert (suite.classifier, suite.identity, suite.lpips_net, suite.fid_features, suite.attr_names) == (None, None, None, None, [])
+    assert (suite.classifier, suite.identity, suite.lpips_net, suite.fid_features, suite.niqe_model, suite.attr_names) == (None, None, None, None, None, [])
     absent = {arg: str(tmp_path / f"absent_{key}") for key, (arg, _, _) in SKIP_REASONS.items()}
     suite = MetricSuite(**absent)
     for key, (arg, what, hint) in SKIP_REASONS.items():
@@ -140,6 +140,7 @@ def test_the_attribute_classifier_is_loaded_frozen_and_its_attributes_named(tmp_
     assert suite.attr_names == expected and not suite.classifier.training
     assert not any(p.requires_grad for p in suite.classifier.parameters())
     assert suite.labels["fid"] == "FID (attribute-classifier features)" and "fid" not in suite.skipped
+    assert suite.fid_features.name == "attribute-classifier features" and suite.fid_features.net is suite.classifier
 
 
 def test_identity_and_lpips_networks_are_built_from_their_files_as_configured(tmp_path, monkeypatch):
@@ -167,18 +168,31 @@ def test_identity_and_lpips_networks_are_built_from_their_files_as_configured(tm
     assert calls == [("identity", "facenet", ident), ("lpips", "vgg", alex)]
 
 
-@pytest.mark.parametrize("arg, what", [("identity_weights", "arcface identity weights"), ("lpips_weights", "LPIPS backbone weights")])
-def test_an_unusable_identity_or_lpips_file_names_what_it_should_be(tmp_path, monkeypatch, arg, what):
+@pytest.mark.parametrize(
+    "arg, what",
+    [
+        ("identity_weights", "arcface identity weights"),
+        ("lpips_weights", "LPIPS backbone weights"),
+        ("inception_weights", "the FID Inception weights"),
+        ("niqe_params", "a NIQE pristine model (.npz)"),
+    ],
+)
+def test_an_unusable_network_or_model_file_names_what_it_should_be(tmp_path, monkeypatch, arg, what):
+    import lit_propulse.evaluation.suite as suite_module
     import lit_propulse.networks.feature_nets as feature_nets
+    from lit_propulse.metrics.niqe import NIQEParams
 
     def fail(*args, **kwargs):
         raise RuntimeError("unexpected key in state dict")
 
     monkeypatch.setattr(feature_nets, "build_identity_net", fail)
     monkeypatch.setattr(feature_nets, "LPIPSNetwork", fail)
+    monkeypatch.setattr(suite_module, "InceptionFeatures", fail)
+    monkeypatch.setattr(NIQEParams, "load", staticmethod(fail))
     path = _file(tmp_path, "weights.pth")
+    kwargs = {"fid": "inception" if arg == "inception_weights" else "none", "niqe": arg == "niqe_params", arg: path}
     with pytest.raises(WeightsFileError, match=re.escape(f"{path}: not usable as {what} (unexpected key in state dict)")):
-        MetricSuite(fid="none", niqe=False, **{arg: path})
+        MetricSuite(**kwargs)
 
 
 def test_a_foreign_attribute_classifier_file_is_refused_naming_what_it_should_be(tmp_path):
