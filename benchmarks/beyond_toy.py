@@ -103,6 +103,35 @@ def show(ax, img, title=None):
         ax.set_title(title, fontsize=7)
 
 
+def plot_dial(report: dict, path: str) -> None:
+    """L_DS against toy-FID along both dials, with the other methods as points."""
+    dial = report["dial"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    xs = [d["l_ds"] for d in dial["scale"]]
+    ax.plot(xs, [d["fid"] for d in dial["scale"]], "o-", label="scale dial (E_W+ scales used)")
+    for d in dial["scale"]:
+        ax.annotate(f"{d['position']}", (d["l_ds"], d["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.plot([d["l_ds"] for d in dial["blend"]], [d["fid"] for d in dial["blend"]], "s--", label="blend dial α (0 = E_W, 1 = E_W+)")
+    for d in dial["blend"]:
+        ax.annotate(f"α={d['position']:g}", (d["l_ds"], d["fid"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    marks = (("refine W+", "*"), ("refine sphere", "P"), ("refine W+ from E_W", "v"), ("refine W+ from pSp", "^"), ("PULSE", "x"), ("pSp", "D"))
+    for name, mk in marks:
+        r = report.get("methods", {}).get(name)
+        if r:
+            label = name if r["count"] == report["setup"]["num_test"] else f"{name} ({r['count']} faces: its FID is not comparable)"
+            ax.plot([r["l_ds"]], [r["fid"]], mk, markersize=9, label=label)
+    ax.axvline(EPS, color="grey", lw=0.8, ls=":")
+    ax.text(EPS, ax.get_ylim()[1], " ε", va="top", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("L_DS = ||DS(SR) - LR||² (mean over test faces, log)")
+    ax.set_ylabel("toy-FID (attribute-classifier features)")
+    ax.set_title("Fidelity / realism dial, toy faces 8² → 64²", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gds", required=True)
@@ -205,58 +234,50 @@ def main() -> None:
                 dial[kind].append({"position": v, "l_ds": r["l_ds"], "fid": r["fid"], "attr_diff": r["attr_diff"], "success_rate": r["success_rate"]})
                 log(f"dial {kind} {v}: L_DS {r['l_ds']:.5f}, toy-FID {r['fid']:.1f}, attr diff {r['attr_diff']:.4f}")
         report["dial"] = dial
-        fig, ax = plt.subplots(figsize=(5.2, 3.8))
-        xs = [d["l_ds"] for d in dial["scale"]]
-        ax.plot(xs, [d["fid"] for d in dial["scale"]], "o-", label="scale dial (E_W+ scales used)")
-        for d in dial["scale"]:
-            ax.annotate(f"{d['position']}", (d["l_ds"], d["fid"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.plot([d["l_ds"] for d in dial["blend"]], [d["fid"] for d in dial["blend"]], "s--", label="blend dial α (0 = E_W, 1 = E_W+)")
-        for d in dial["blend"]:
-            ax.annotate(f"α={d['position']:g}", (d["l_ds"], d["fid"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-        marks = (("refine W+", "*"), ("refine sphere", "P"), ("refine W+ from E_W", "v"), ("refine W+ from pSp", "^"), ("PULSE", "x"), ("pSp", "D"))
-        for name, mk in marks:
-            r = report.get("methods", {}).get(name)
-            if r:
-                ax.plot([r["l_ds"]], [r["fid"]], mk, markersize=9, label=name)
-        ax.axvline(EPS, color="grey", lw=0.8, ls=":")
-        ax.text(EPS, ax.get_ylim()[1], " ε", va="top", fontsize=8, color="grey")
-        ax.set_xscale("log")
-        ax.set_xlabel("L_DS = ||DS(SR) - LR||² (mean over test faces, log)")
-        ax.set_ylabel("toy-FID (attribute-classifier features)")
-        ax.set_title("Fidelity / realism dial, toy faces 8² → 64²", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "images", "beyond_dial.png"), dpi=130)
-        plt.close(fig)
+
+    if "dial" in report:
+        plot_dial(report, os.path.join(args.out, "images", "beyond_dial.png"))
 
     if "samples" not in skip:
+        # what resampling changes: L_DS and spread of 6 samples of 32 test faces per choice of rows / noise
         b = data[0]
-        idx = [0, 1, 2, 3]
-        lr = b.lr[idx]
+        lr, keys = b.lr, b.index.tolist()
+        table = []
+        for rows_above, noise_above in ((64, 64), (64, 8), (32, 8), (16, 8), (8, 8)):
+            cfg = SampleConfig(num_samples=6, rows_above=rows_above, noise_above=noise_above)
+            s = sample_answers(pro, lr, cfg, keys=keys)
+            table.append(
+                {
+                    "rows_above": rows_above,
+                    "noise_above": noise_above,
+                    "l_ds_mean": s.l_ds.mean().item(),
+                    "l_ds_max": s.l_ds.max().item(),
+                    "spread_mean": s.spread.mean().item(),
+                }
+            )
+            log(
+                f"samples rows above {rows_above}, noise above {noise_above}: L_DS mean {table[-1]['l_ds_mean']:.5f} (max {table[-1]['l_ds_max']:.5f}), "
+                f"spread {table[-1]['spread_mean']:.4f}"
+            )
+        idx = [0, 1, 2]
         n = 6
-        s = sample_answers(pro, lr, SampleConfig(num_samples=n), keys=b.index[idx].tolist())
-        sr = sample_answers(pro, lr, SampleConfig(num_samples=n), keys=b.index[idx].tolist(), refine_config=REFINE["refine W+"])
-        report["samples"] = {
-            "l_ds": s.l_ds.tolist(),
-            "l_ds_refined": sr.l_ds.tolist(),
-            "first_row": s.first_row,
-            "noise_maps": s.noise_maps,
-            "spread_mean": s.spread.mean().item(),
-            "spread_mean_refined": sr.spread.mean().item(),
-        }
-        log(f"samples: L_DS plain mean {s.l_ds.mean():.5f} (max {s.l_ds.max():.5f}), refined mean {sr.l_ds.mean():.5f} (max {sr.l_ds.max():.5f})")
+        plain = sample_answers(pro, lr[idx], SampleConfig(num_samples=n), keys=[keys[i] for i in idx])
+        wide = sample_answers(pro, lr[idx], SampleConfig(num_samples=n, rows_above=8), keys=[keys[i] for i in idx], refine_config=REFINE["refine W+"])
+        report["samples"] = {"table": table, "figure_default": plain.l_ds.tolist(), "figure_rows_above_8_refined": wide.l_ds.tolist()}
+        log(f"samples rows above 8, noise above 8, refined: L_DS mean {wide.l_ds.mean():.5f} (max {wide.l_ds.max():.5f}), spread {wide.spread.mean():.4f}")
+        vmax = max(float(plain.spread.max()), float(wide.spread.max()), 1e-6)
         fig, axes = plt.subplots(2 * len(idx), n + 3, figsize=(1.1 * (n + 3), 1.2 * 2 * len(idx)))
-        for row, (samples, label) in enumerate(((s, "resampled"), (sr, "resampled + refined"))):
+        labels = ("LR; default:\nrows>32², noise>8²", "LR; rows>8², noise>8²,\nrefined to ε")
+        for row, (samples, label) in enumerate(((plain, labels[0]), (wide, labels[1]))):
             for i in range(len(idx)):
                 axr = axes[2 * i + row]
-                show(axr[0], torch.nn.functional.interpolate(lr[i : i + 1], size=64, mode="nearest")[0], "LR" if i == 0 else None)
+                show(axr[0], torch.nn.functional.interpolate(lr[idx[i] : idx[i] + 1], size=64, mode="nearest")[0], label)
                 for j in range(n):
                     show(axr[j + 1], samples.images[i, j], f"L_DS {samples.l_ds[i, j]:.4f}")
-                sp = samples.spread[i, 0].cpu()
-                axr[n + 1].imshow(sp.numpy(), cmap="magma", vmin=0, vmax=max(float(s.spread.max()), 1e-6))
+                axr[n + 1].imshow(samples.spread[i, 0].cpu().numpy(), cmap="magma", vmin=0, vmax=vmax)
                 axr[n + 1].set_xticks([]), axr[n + 1].set_yticks([])
-                axr[n + 1].set_title(f"spread ({label})", fontsize=6)
-                show(axr[n + 2], b.hr[idx[i]], "GT" if i == 0 else None)
+                axr[n + 1].set_title("spread", fontsize=7)
+                show(axr[n + 2], b.hr[idx[i]], "GT")
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, "images", "beyond_samples.png"), dpi=110)
         plt.close(fig)

@@ -99,7 +99,7 @@ def ladder(sizes: list[int], steps_timed: int) -> list[str]:
     ]
     for size in sizes:
         G = standard_generator(size)
-        lr_size = LR_SIZE.get(size, max(4, size // 16))
+        lr_size = LR_SIZE.get(size, 8)
         step32 = pulse_seconds_per_step(G, lr_size, steps_timed, bf16=False)
         step16 = pulse_seconds_per_step(G, lr_size, steps_timed, bf16=True)
         pro = propulse_seconds(G, lr_size)

@@ -135,7 +135,7 @@ generator_rows("float32, NCHW", G.synthesis, channels_last=False)
 
 # E_W+ training step at batch ew_batch: E_W+ -> G_ds (frozen G, side branches) -> L_rec (Eq. (6)) -> Adam on E_W+
 scales = [2**k for k in range((2 * lr_size).bit_length() - 1, size.bit_length())]
-enc = EWPlusEncoder(lr_size, G.w_dim, G.num_ws, scales, channels=64 if cuda else 8, out_channels=512 if cuda else 32).to(dev)
+enc = EWPlusEncoder(lr_size, G.w_dim, G.num_ws, scales, channels=64 if cuda else 16, out_channels=512 if cuda else 32).to(dev)
 gds = DeeplySupervisedGenerator(G, lr_size, head_hidden=(128, 64) if cuda else (8, 4)).to(dev)
 loss = EncoderLoss(lambda_rec=1.0, lambda_id=0.0, lambda_adv=0.0).to(dev)
 opt = torch.optim.Adam(enc.parameters(), lr=1e-4)

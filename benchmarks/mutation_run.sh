@@ -27,13 +27,21 @@ MUT_DIR=${MUT_DIR:-/tmp/lit_propulse_mutation}
 MUT_ONLY=${MUT_ONLY:-"lit_propulse/losses/propulse.py lit_propulse/losses/gan.py lit_propulse/inference.py lit_propulse/callbacks/progressive.py lit_propulse/evaluation/suite.py"}
 MUT_OVERLAY=${MUT_OVERLAY:-}
 # The fast tests of these modules. Left out: tests/networks (feature networks only: no mutated function runs),
-# the end-to-end stage runs of tests/test_propulse_stages.py (minutes; its schedule test is in), and the
-# minutes-long tests of tests/test_evaluation.py (2-process DDP, CLI runs, the random-weight Inception FID).
+# the end-to-end stage runs of tests/test_propulse_stages.py and tests/test_paper_fidelity.py (minutes; their
+# fast tests of these modules are in), and the long tests of tests/test_evaluation.py (2-process DDP, CLI
+# runs, the random-weight Inception FID).
 MUT_TESTS=(
   tests/losses tests/inference tests/modules tests/evaluation tests/test_evaluation.py
   "tests/test_propulse_stages.py::test_callback_switches_at_configured_steps"
+  "tests/test_paper_fidelity.py::test_paper_normalisation_of_eq_2_3_6"
+  "tests/test_paper_fidelity.py::test_e_w_is_not_called_at_the_full_scale"
 )
-MUT_DESELECT="not ddp and not inception_fid and not cli_test and not paper_eval_yaml"
+MUT_DESELECT=(  # by node id (a -k expression would also drop tests whose names merely contain the words)
+  tests/test_evaluation.py::test_ddp_two_processes_count_each_test_image_once
+  tests/test_evaluation.py::test_inception_fid_from_a_weights_file
+  tests/test_evaluation.py::test_cli_test_writes_the_side_by_side_report
+  tests/test_evaluation.py::test_paper_eval_yaml_lists_missing_method_files_and_leaves_metric_files_to_skipping
+)
 
 command -v mutmut >/dev/null || { echo "error: mutmut not found: pip install mutmut" >&2; exit 1; }
 if [ -e "$MUT_DIR" ]; then
@@ -65,8 +73,7 @@ done
   echo "    -q"
   echo "    -p"
   echo "    no:cacheprovider"
-  echo "    -k"
-  echo "    $MUT_DESELECT"
+  for t in "${MUT_DESELECT[@]}"; do echo "    --deselect"; echo "    $t"; done
   echo "pytest_add_cli_args_test_selection ="
   for t in "${MUT_TESTS[@]}"; do echo "    $t"; done
   echo "timeout_multiplier = 5.0"

@@ -63,7 +63,8 @@ class RefineConfig:
         eps: ε, the per-image success threshold on L_DS (PULSE's units: mean squared error on [0, 1]
             images); an image stops as soon as its L_DS <= ε. 2e-3 = PULSE's code and the toy
             evaluation; the paper configs use 1e-3.
-        max_steps: most updates per image (0 = only evaluate the encoder's answer).
+        max_steps: most updates per image (0 = only evaluate the encoder's answer); 100 = PULSE's
+            step count, so no image costs more than a PULSE search (most stop after a few steps).
         learning_rate: Adam's step size (W units for "wplus", PULSE latent units for "sphere").
         betas: Adam's betas ((0.5, 0.9): less momentum than Adam's usual (0.9, 0.999) took fewer
             steps on the toy domain, docs/beyond.md).
@@ -77,7 +78,7 @@ class RefineConfig:
 
     variant: Variant = "wplus"
     eps: float = 2e-3
-    max_steps: int = 40
+    max_steps: int = 100
     learning_rate: float = 0.1
     betas: tuple[float, float] = (0.5, 0.9)
     downscale_weight: float = 100.0

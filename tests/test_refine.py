@@ -218,3 +218,25 @@ def test_dial_end_points_are_ew_and_ewplus(G):
         dial_rows(ewp, n + 1)
     with pytest.raises(ValueError, match="alpha"):
         blend_dial(ws_ew, ws_p, 1.5)
+
+
+def test_upsample_refine_flags_wrap_the_upsampler(G):
+    import argparse
+
+    from lit_propulse.commands.refine_args import add_refine_arguments, refine_settings, refined_upsampler
+    from lit_propulse.core.errors import UserFacingError
+
+    gds, ew, ewp = models(G)
+    up = ProPulseUpsampler(gds, ewp, ew)
+    p = argparse.ArgumentParser()
+    add_refine_arguments(p)
+    assert refined_upsampler(up, p.parse_args([])) is up and refine_settings(up) is None
+    ru = refined_upsampler(up, p.parse_args(["--refine", "--refine-variant", "sphere", "--refine-steps", "2", "--refine-eps", "1e-9"]))
+    assert isinstance(ru, RefinedUpsampler) and ru.config.variant == "sphere" and ru.config.max_steps == 2
+    assert ru.config.learning_rate == RefineConfig.for_variant("sphere").learning_rate
+    ru.gaussian_fit = GaussianFit.fit(G, 2000)
+    ru(torch.rand(2, 3, LR, LR) * 2 - 1)
+    settings = refine_settings(ru)
+    assert settings["images"] == 2 and settings["success"] == 0 and settings["steps_max"] == 2 and "spherical" in settings["settings"]
+    with pytest.raises(UserFacingError, match="--refine: eps"):
+        refined_upsampler(up, p.parse_args(["--refine", "--refine-eps", "0"]))

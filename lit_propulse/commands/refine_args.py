@@ -28,7 +28,7 @@ def add_refine_arguments(p: argparse.ArgumentParser) -> None:
         help="wplus: Adam in W+ with a prior toward the encoder's w+; sphere: PULSE's spherical search around it",
     )
     g.add_argument("--refine-eps", type=float, default=2e-3, help="ε on L_DS (mean squared error on [0, 1] images; PULSE's code: 2e-3)")
-    g.add_argument("--refine-steps", type=int, default=40, help="most steps per image (an image stops as soon as it meets ε)")
+    g.add_argument("--refine-steps", type=int, default=100, help="most steps per image (an image stops as soon as it meets ε)")
     g.add_argument("--refine-lr", type=float, default=None, help="step size (default: the variant's, lit_propulse.refine.RefineConfig)")
 
 

@@ -141,6 +141,8 @@ def test_the_attribute_classifier_is_loaded_frozen_and_its_attributes_named(tmp_
     assert not any(p.requires_grad for p in suite.classifier.parameters())
     assert suite.labels["fid"] == "FID (attribute-classifier features)" and "fid" not in suite.skipped
     assert suite.fid_features.name == "attribute-classifier features" and suite.fid_features.net is suite.classifier
+    unused = MetricSuite(fid="none", niqe=False, attribute_classifier=path).classifier  # frozen when loaded, not only by its users
+    assert not unused.training and not any(p.requires_grad for p in unused.parameters())
 
 
 def test_identity_and_lpips_networks_are_built_from_their_files_as_configured(tmp_path, monkeypatch):

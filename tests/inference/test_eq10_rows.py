@@ -252,9 +252,9 @@ def test_encode_ws_guidance_defaults_to_ew_and_bad_arguments_are_named(g64):
     gds, ew, ewp, lr = g64
     with torch.no_grad():
         assert row_values(encode_ws(gds.generator, ewp, lr, 32, ew)) == expected_rows(64, SCALES_64, 32, EW_VALUE)
-    with pytest.raises(ValueError, match=re.escape("an E_W+ encoder needs the progressive scale reached (scale=...)")):
+    with pytest.raises(ValueError, match="^" + re.escape("an E_W+ encoder needs the progressive scale reached (scale=...)") + "$"):
         encode_ws(gds.generator, ewp, lr, None, ew)
-    with pytest.raises(ValueError, match=re.escape("guidance='ew' needs the trained E_W (ew_encoder=...)")):
+    with pytest.raises(ValueError, match="^" + re.escape("guidance='ew' needs the trained E_W (ew_encoder=...)") + "$"):
         encode_ws(gds.generator, ewp, lr, 32)
-    with pytest.raises(ValueError, match=re.escape("guidance must be 'ew' or 'latent_avg', got 'mean'")):
+    with pytest.raises(ValueError, match="^" + re.escape("guidance must be 'ew' or 'latent_avg', got 'mean'") + "$"):
         encode_ws(gds.generator, ewp, lr, 32, ew, guidance="mean")

@@ -67,7 +67,7 @@ def test_ewplus_export_uses_its_saved_scale_else_the_output_size(files):
 
 def test_ewplus_below_the_output_size_needs_ew_unless_latent_avg(files):
     d, *_ = files
-    with pytest.raises(ValueError, match=re.escape("with guidance='ew' needs ew_encoder (the trained E_W)")):
+    with pytest.raises(ValueError, match="^" + re.escape("an E_W+ upsampler at scale 32 < 64 with guidance='ew' needs ew_encoder (the trained E_W)") + "$"):
         ProPulseUpsampler.from_files(d / "gds.pt", d / "ewplus.pt")
     up = ProPulseUpsampler.from_files(d / "gds.pt", d / "ewplus.pt", guidance="latent_avg")
     assert up.ew_encoder is None and up.scale == 32

@@ -343,7 +343,7 @@ def test_eq5_total_is_logged_and_adversarial_weight_needs_logits():
     total, logs = EncoderLoss(1.0, 0.0, 0.01)(out, lr, out.image, torch.tensor([[1.0], [3.0]]))
     assert logs["loss/total"].item() == pytest.approx(total.item()) and not logs["loss/total"].requires_grad
     assert total.item() == pytest.approx(logs["loss/rec"].item() + 0.01 * -2.0, rel=1e-6)
-    with pytest.raises(ValueError, match=r"lambda_adv > 0 but no discriminator logits were given"):
+    with pytest.raises(ValueError, match=r"^lambda_adv > 0 but no discriminator logits were given$"):
         EncoderLoss(1.0, 0.0, 0.01)(out, lr, out.image)
 
 
@@ -384,3 +384,27 @@ def test_eq5_paper_weights_by_default_and_weight_checks():
         EncoderLoss(0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match=r"lambda_id = 0\.5 needs an identity network \(identity_net=\.\.\.\); set lambda_id: 0"):
         EncoderLoss(1.0, 0.5, 0.0)
+
+
+def test_paper_normalisation_by_hand():
+    """``norm="paper"``, the equations as printed: Eq. (2)/(3) divide by the spatial size S_r = r^2 only
+    (a sum over channels: on constant planes, sum_c (side_c - final_c)^2 per image), Eq. (6) by
+    nothing (a sum over the LR grid: 3 l^2 values per image). One image and two: every term is per
+    image first, then averaged over the batch. Eq. (3) with an identity "VGG" equals Eq. (2)."""
+    for rows in (slice(0, 1), slice(0, 2)):
+        final, side = FINAL[rows], SIDE8[rows]
+        out = ImageOutput(planes(final, 16), {8: planes(side, 8)})
+        per_image = [sum((s - f) ** 2 for s, f in zip(si, fi)) for si, fi in zip(side, final)]
+        pix = sum(per_image) / len(per_image)
+        assert SidePixelLoss("paper")(out).item() == pytest.approx(pix, rel=1e-5)
+        total, logs = GdsLoss(1.0, nn.Identity(), norm="paper")(out)
+        assert logs["loss/gds/pix"].item() == pytest.approx(pix, rel=1e-5) and logs["loss/gds/pp"].item() == pytest.approx(pix, rel=1e-5)
+        assert total.item() == pytest.approx(2 * pix, rel=1e-5)
+        lr = planes([[0.0, 0.0, 0.0]] * len(final), 4)
+        rec = {r: sum(4 * 4 * sum(v**2 for v in vals) for vals in img) / len(img) for r, img in ((8, side), (16, final))}
+        per_scale = MultiScaleReconstructionLoss(True, "paper").per_scale(out, lr)
+        assert per_scale == {r: pytest.approx(v, rel=1e-5) for r, v in rec.items()}
+        total, logs = EncoderLoss(1.0, 0.0, 0.0, norm="paper")(out, lr, out.image)
+        assert total.item() == pytest.approx((rec[8] + rec[16]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match=r"^norm must be 'mean' \(per-element means\) or 'paper' \(the equations as printed\), got 'sum'$"):
+        GdsLoss(0.0, norm="sum")
