@@ -337,7 +337,7 @@ def _formulation(monkeypatch, G, name):
     the uses of the hand-written backward path (_StyleGradConv)."""
     import copy
 
-    from lit_propulse.networks import stylegan2 as sg
+    from lit_propulse.networks import modulated_conv as sg
 
     min_elements, style_grad, frozen = FORMULATIONS[name]
     monkeypatch.setattr(sg.ModulatedConv2d, "weight_path_min_elements", min_elements)
