@@ -81,8 +81,11 @@ class GeneratorSamplesDataModule(SRDataModule):
         truncation: see :class:`GeneratorSamplesDataset`.
         render: see :class:`GeneratorSamplesDataset`.
         sample_seed: seed of the latents (``seed`` seeds the order and flips, as in every DataModule).
-        (batch_size ... hflip: see :class:`SRDataModule`; flips default off here: a flipped image
-        no longer matches its w+.)
+        hflip: random horizontal flips in training; off by default here, unlike the other
+            DataModules: a flipped image no longer matches its w+.
+        **kwargs: the other loader settings of :class:`~datamodules.base.SRDataModule`
+            (batch_size, num_workers, val_batch_size, pin_memory, seed, val_subset, shuffle_train,
+            drop_last_train).
     """
 
     def __init__(
@@ -94,17 +97,10 @@ class GeneratorSamplesDataModule(SRDataModule):
         truncation: float = 1.0,
         render: bool = True,
         sample_seed: int = 0,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        val_batch_size: int | None = None,
-        pin_memory: bool = False,
-        seed: int = 0,
-        val_subset: int | None = None,
-        shuffle_train: bool = True,
-        drop_last_train: bool = True,
         hflip: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, val_batch_size, pin_memory, seed, val_subset, shuffle_train, drop_last_train, hflip)
+        super().__init__(hflip=hflip, **kwargs)
         self.generator = generator
         self.hr_size, self.lr_size = generator.size, lr_size
         self.num_train, self.num_test = num_train, num_test

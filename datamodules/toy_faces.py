@@ -798,8 +798,9 @@ class ToyFacesDataModule(SRDataModule):
         cache: "memory" (render each split once, in ``setup``), "none" (render per item) or a
             directory for an ``.npy`` cache written in ``prepare_data``.
         supersample: renderer supersampling factor (4 = antialiased).
-        batch_size, num_workers, val_batch_size, pin_memory, seed, val_subset, shuffle_train,
-        drop_last_train, hflip: see :class:`SRDataModule`.
+        **kwargs: loader settings of :class:`~datamodules.base.SRDataModule` (batch_size,
+            num_workers, val_batch_size, pin_memory, seed, val_subset, shuffle_train,
+            drop_last_train, hflip).
     """
 
     def __init__(
@@ -811,27 +812,9 @@ class ToyFacesDataModule(SRDataModule):
         num_test: int = 1000,
         cache: str = "memory",
         supersample: int = 4,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        val_batch_size: int | None = None,
-        pin_memory: bool = False,
-        seed: int = 0,
-        val_subset: int | None = None,
-        shuffle_train: bool = True,
-        drop_last_train: bool = True,
-        hflip: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            val_batch_size=val_batch_size,
-            pin_memory=pin_memory,
-            seed=seed,
-            val_subset=val_subset,
-            shuffle_train=shuffle_train,
-            drop_last_train=drop_last_train,
-            hflip=hflip,
-        )
+        super().__init__(**kwargs)
         _check_toy_args("train", hr_size, lr_size, render_seed, num_train, num_test, cache, supersample)
         self.hr_size = hr_size
         self.lr_size = lr_size

@@ -11,6 +11,7 @@ from datamodules.generated import GeneratorSamplesDataModule, GeneratorSamplesDa
 from lit_propulse.cli import main
 from lit_propulse.core.downscale import downscale
 from lit_propulse.networks.checkpoints import load_generator
+from tests.helpers import print_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
@@ -49,7 +50,7 @@ def test_datamodule_batches_and_render_off(G):
     assert len(list(dm.test_dataloader())) == 1
 
 
-@pytest.mark.parametrize("name", ["gds", "ew", "ewplus", "e2e"])
+@pytest.mark.parametrize("name", ["gds", "ew", "ewplus", "e2e_ew", "e2e"])
 def test_paper_yamls_parse_and_list_their_missing_files(name, tmp_path, capsys, monkeypatch):
     """The paper-setting configs (FFHQ 1024, CelebA-HQ, ArcFace, VGG) parse as they are; with no
     weights on this machine, fit stops before building anything and names every missing file."""
@@ -60,10 +61,11 @@ def test_paper_yamls_parse_and_list_their_missing_files(name, tmp_path, capsys, 
     assert info.value.code == 0
     assert main(["fit", "--config", cfg]) == 2
     err = capsys.readouterr().err
-    assert "pretrained/stylegan2-ffhq-config-f.pt" in err or "runs/gds/gds.pt" in err
+    generator = {"ew": "runs/gds/gds.pt", "ewplus": "runs/gds/gds.pt", "e2e": "runs/e2e_ew/ew_gds.pt"}.get(name, "pretrained/stylegan2-ffhq-config-f.pt")
+    assert f"model.init_args.gds.init_args.path = {generator}: missing" in err
     if name != "gds":
         assert "model_ir_se50.pth" in err
-    else:
+    if name in ("gds", "e2e_ew", "e2e"):  # Eq. (1) with L_pp
         assert "vgg16-397923af.pth" in err
 
 
@@ -72,20 +74,10 @@ def test_paper_yamls_parse_and_list_their_missing_files(name, tmp_path, capsys, 
 
 #: every stage YAML -> the subcommand it is for (the evaluations are `test` runs)
 STAGE_YAMLS = {
-    str(p.relative_to(ROOT)): "test" if p.stem == "eval" else "fit"
+    str(p.relative_to(ROOT)): "test" if p.stem == "eval" or p.stem.startswith("eval_") else "fit"
     for p in sorted([*ROOT.glob("experiments/*.yaml"), *ROOT.glob("experiments/toy/*.yaml")])
     if p.name != "pipeline.yaml"
 }
-
-
-def print_config(capsys, *argv: str) -> dict:
-    import yaml
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main([*argv, "--print_config"])
-    assert info.value.code == 0
-    return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_every_stage_yaml_is_a_delta_with_one_run_directory(capsys, monkeypatch):
@@ -95,7 +87,7 @@ def test_every_stage_yaml_is_a_delta_with_one_run_directory(capsys, monkeypatch)
     import yaml
 
     monkeypatch.chdir(ROOT)
-    assert {f"experiments/{d}{n}.yaml" for d in ("", "toy/") for n in ("gds", "ew", "ewplus", "e2e", "attributes", "eval")} <= set(STAGE_YAMLS)
+    assert {f"experiments/{d}{n}.yaml" for d in ("", "toy/") for n in ("gds", "ew", "ewplus", "e2e_ew", "e2e", "attributes", "eval")} <= set(STAGE_YAMLS)
     run_dirs = {}
     for path, command in STAGE_YAMLS.items():
         own = yaml.safe_load((ROOT / path).read_text())
@@ -113,24 +105,30 @@ def test_every_stage_yaml_is_a_delta_with_one_run_directory(capsys, monkeypatch)
     assert len(set(run_dirs.values())) == len(run_dirs), run_dirs
 
 
-def test_toy_e2e_is_ewplus_with_the_table_ii_e2e_delta(capsys, monkeypatch):
-    """The toy E2E cannot drift from the toy E_W+: its YAML is E_W+'s plus the ablation delta, nothing
-    else but its run directory."""
+#: what the E2E stages set beyond the stage they extend (the rest must stay equal, so the two cannot drift)
+E2E_KEYS = ("gds", "ew_encoder", "train_side_heads", "gds_loss")
+
+
+def _without_e2e_keys(cfg: dict) -> dict:
+    cfg.pop("base")
+    cfg["trainer"]["logger"]["init_args"].pop("job_type", None)  # W&B's label of the stage (paper setting)
+    for key in E2E_KEYS:
+        cfg["model"]["init_args"].pop(key, None)
+    return cfg
+
+
+@pytest.mark.parametrize("domain", ["", "toy/"])
+@pytest.mark.parametrize(("e2e", "stage"), [("e2e_ew", "ew"), ("e2e", "ewplus")])
+def test_e2e_stages_are_their_pro_pulse_stage_with_trained_branches(capsys, monkeypatch, domain, e2e, stage):
+    """Each E2E stage YAML (toy and paper) is the Pro-PULSE stage it extends plus the branches training
+    (train_side_heads, Eq. (1)) and where its G_ds (and E_W) come from; everything else, and the run
+    directory apart, composes to the same config."""
     monkeypatch.chdir(ROOT)
-    e2e = print_config(capsys, "fit", "--config", "experiments/toy/e2e.yaml")
-    by_hand = print_config(
-        capsys,
-        "fit",
-        "--config",
-        "experiments/toy/ewplus.yaml",
-        "--config",
-        "experiments/ablations/e2e.yaml",
-        "--trainer.default_root_dir",
-        e2e["trainer"]["default_root_dir"],
-    )
-    assert e2e["model"]["init_args"]["train_side_heads"] is True and e2e["model"]["init_args"]["gds"]["init_args"]["reset_heads"] is True
-    e2e.pop("base"), by_hand.pop("base")
-    assert e2e == by_hand
+    mine = print_config(capsys, "fit", "--config", f"experiments/{domain}{e2e}.yaml")
+    assert mine["model"]["init_args"]["train_side_heads"] is True and mine["model"]["init_args"]["gds_loss"]["class_path"].endswith(".GdsLoss")
+    assert mine["trainer"]["default_root_dir"] == f"runs/{domain}{e2e}"
+    theirs = print_config(capsys, "fit", "--config", f"experiments/{domain}{stage}.yaml", "--trainer.default_root_dir", f"runs/{domain}{e2e}")
+    assert _without_e2e_keys(mine) == _without_e2e_keys(theirs)
 
 
 def _write(path: Path, text: str) -> Path:

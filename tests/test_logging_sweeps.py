@@ -15,12 +15,13 @@ from PIL import Image
 
 from lit_propulse.cli import main
 from lit_propulse.loggers import AutoWandbLogger, resolve_mode
+from tests.helpers import print_config
 from tests.test_propulse_stages import DATA, QUIET, ROOT, TOY, encoder_args
 
 pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
 SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.yaml"))
-PAPER = ["gds", "ew", "ewplus", "e2e"]
+PAPER = ["gds", "ew", "ewplus", "e2e_ew", "e2e"]
 
 
 @pytest.fixture
@@ -156,14 +157,6 @@ def test_paper_yamls_log_to_wandb_and_switch_to_csv(monkeypatch, capsys):
         assert csv["trainer"]["logger"]["class_path"] == "lit_propulse.loggers.CSVLogger"
         args = csv["trainer"]["logger"]["init_args"]  # carried over, and following the run directory: metrics.csv in it
         assert (args["save_dir"], args["name"], args["version"]) == ("elsewhere", "", "")
-
-
-def print_config(capsys, *argv: str) -> dict:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main([*argv, "--print_config"])
-    assert info.value.code == 0
-    return yaml.safe_load(capsys.readouterr().out)
 
 
 def spec_values(spec: dict) -> list:

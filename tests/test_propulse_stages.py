@@ -18,6 +18,7 @@ from lit_propulse.core.weights import load_module
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.networks.gds import load_gds
 from lit_propulse.networks.stylegan2 import num_ws_up_to
+from tests.helpers import QUIET_TRAINER
 
 pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
@@ -27,16 +28,12 @@ TOY = ROOT / "experiments" / "toy"
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").glob("*.yaml"))
 
 DATA = ["--data.init_args.num_train", "32", "--data.init_args.num_test", "8", "--data.init_args.batch_size", "4", "--data.init_args.val_subset", "4"]
-QUIET = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.num_sanity_val_steps",
-    "0",
-    "--trainer.log_every_n_steps",
-    "1",
-]
+QUIET = [*QUIET_TRAINER, "--trainer.log_every_n_steps", "1"]
+
+
+def short_run(steps: int) -> list[str]:
+    """Trainer flags of a run of ``steps`` steps, validated once at its end on one batch."""
+    return ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps), "--trainer.limit_val_batches", "1"]
 
 
 def run_dir_args(d: Path) -> list[str]:
@@ -57,7 +54,7 @@ def encoder_args(stage: str, out: Path, delta: str = "") -> list[str]:
     args = ["--model.init_args.gds.init_args.path", str(out / "gds" / "gds.pt"), "--model.init_args.encoder.init_args.w_dim", "64"]
     if "discriminator: null" not in delta:
         args += ["--model.init_args.discriminator.init_args.path", FIX]
-    if stage == "ewplus" and "ew_encoder: null" not in delta:
+    if stage in ("ewplus", "e2e") and "ew_encoder: null" not in delta:
         args += ["--model.init_args.ew_encoder.init_args.path", str(out / "ew" / "ew.pt")]
     return args
 
@@ -102,23 +99,13 @@ def train_stages(out: Path) -> Path:
         TOY / "gds.yaml",
         "--model.init_args.gds.init_args.path",
         FIX,
-        "--trainer.max_steps",
-        "3",
-        "--trainer.val_check_interval",
-        "3",
-        "--trainer.limit_val_batches",
-        "1",
+        *short_run(3),
         *run_dir_args(out / "gds"),
     )
     fit(
         TOY / "ew.yaml",
         *encoder_args("ew", out),
-        "--trainer.max_steps",
-        "3",
-        "--trainer.val_check_interval",
-        "3",
-        "--trainer.limit_val_batches",
-        "1",
+        *short_run(3),
         *run_dir_args(out / "ew"),
     )
     # the YAML's checkpoint (every val_check_interval steps) at the last step: ewplus/checkpoints/last.ckpt
@@ -335,7 +322,7 @@ def test_predict_writes_hr_and_every_side_output(stages, tmp_path):
 
 
 def test_each_stage_writes_in_its_run_directory_whatever_the_logger(tmp_path, monkeypatch):
-    """G_ds -> E_W -> E_W+ -> E2E as a user runs them one by one, from a working directory where the toy
+    """G_ds -> E_W -> E_W+ -> E2E (its E_W, then its E_W+) as a user runs them one by one, from a working directory where the toy
     YAMLs' own paths (``runs/toy/<stage>/<export>``) are the only link between stages, each stage with
     another logger: one writing to a directory of its own (TensorBoard; Lightning's CSVLogger, whose
     log_dir works the same way, where tensorboard is not installed), none, W&B offline, the YAMLs' CSV.
@@ -379,14 +366,15 @@ def test_each_stage_writes_in_its_run_directory_whatever_the_logger(tmp_path, mo
     finally:
         if wandb.run is not None:
             wandb.finish()
+    fit(TOY / "e2e_ew.yaml", *enc, "--model.init_args.gds.init_args.path", FIX, "--trainer.max_steps", "2", *short)
     fit(TOY / "e2e.yaml", *enc, "--progressive.steps_per_scale", "1", *short)
 
     runs = tmp_path / "runs" / "toy"
-    for stage, export in (("gds", "gds.pt"), ("ew", "ew.pt"), ("ewplus", "ewplus.pt"), ("e2e", "ewplus.pt")):
+    for stage, export in (("gds", "gds.pt"), ("ew", "ew.pt"), ("ewplus", "ewplus.pt"), ("e2e_ew", "ew.pt"), ("e2e", "ewplus.pt")):
         assert (runs / stage / export).is_file() and (runs / stage / f"{export}.done").is_file(), stage
         assert (runs / stage / "checkpoints" / "last.ckpt").is_file(), stage
         assert (runs / stage / "images" / "val_latest.png").is_file(), stage
-    assert (runs / "e2e" / "ewplus_gds.pt").is_file()  # E2E's co-trained G_ds
+    assert (runs / "e2e_ew" / "ew_gds.pt").is_file() and (runs / "e2e" / "ewplus_gds.pt").is_file()  # E2E's co-trained G_ds
     logged = tmp_path / "elsewhere" / "lightning_logs" / "version_0"  # the logger kept its own directory...
     assert logged.is_dir() and not list(logged.rglob("*.pt")) and not (logged / "checkpoints").exists()  # ...and nothing else went there
     assert not (runs / "ew" / "metrics.csv").exists()
@@ -396,8 +384,15 @@ def test_each_stage_writes_in_its_run_directory_whatever_the_logger(tmp_path, mo
 
 
 def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, capsys):
-    """The toy pipeline's stages (the real stage YAMLs), shrunk per stage; a second run skips them all."""
+    """The toy pipeline's stages (the real stage YAMLs), shrunk per stage; a second run skips them all.
+    The optional pSp stage is never trained: without its export the evaluation runs without the pSp
+    row; once a finished export is there, the evaluation runs again with it."""
     import yaml
+
+    from lit_propulse.cli import composed_view
+    from lit_propulse.core.weights import save_module
+    from lit_propulse.networks.psp import GradualStyleEncoder
+    from lit_propulse.runs import mark_done
 
     shrink = [
         "--trainer.max_steps=2",
@@ -409,25 +404,33 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     enc = ["--model.init_args.encoder.init_args.w_dim=64", f"--model.init_args.discriminator.init_args.path={FIX}"]
     spec = yaml.safe_load((TOY / "pipeline.yaml").read_text())
     spec["out_dir"] = str(tmp_path / "out")
+    stage = {st["name"]: st for st in spec["stages"]}
+    assert list(stage) == ["gds", "ew", "ewplus", "psp", "eval"] and stage["psp"]["optional"] is True
     for st in spec["stages"]:
         st["config"] = str(ROOT / st["config"])
         st["overrides"] = shrink + ([f"--model.init_args.gds.init_args.path={FIX}"] if st["name"] == "gds" else enc)
-    spec["stages"][1]["overrides"] += ["--trainer.logger=false"]  # a stage without a logger still has its run directory
-    spec["stages"][2]["overrides"] += ["--progressive.steps_per_scale=1"]
+    stage["ew"]["overrides"] += ["--trainer.logger=false"]  # a stage without a logger still has its run directory
+    stage["ewplus"]["overrides"] += ["--progressive.steps_per_scale=1"]
     # the evaluation stage: a delta on its YAML (base: the real file) shrinking it (fixture generator for
-    # PULSE, 3 steps, no trained metric nets); the methods list is given whole, as a list is replaced
-    methods = yaml.safe_load((TOY / "eval.yaml").read_text())["model"]["init_args"]["methods"]
-    methods[1]["init_args"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
+    # PULSE and pSp, 3 steps of PULSE and of the refinement, no trained metric nets); the methods list is given whole, as a list is replaced
+    methods = composed_view(str(ROOT / stage["eval"]["config"]))["model"]["init_args"]["methods"]
+    by_method = {m["init_args"]["name"]: m["init_args"] for m in methods}
+    assert list(by_method) == ["bicubic", "PULSE", "E_W", "Pro-PULSE", "Pro-PULSE refined", "pSp"]
+    by_method["PULSE"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
+    by_method["Pro-PULSE refined"]["config"] = {"max_steps": 3}
+    by_method["pSp"]["generator"] = FIX
     ev = {
-        "base": str(TOY / "eval.yaml"),
+        "base": str(ROOT / stage["eval"]["config"]),
         "trainer": {"enable_progress_bar": False},
         "model": {"init_args": {"methods": methods, "metrics": {"init_args": {"attribute_classifier": None, "niqe": False, "fid": "none"}}}},
         "data": {"init_args": {"num_train": 4, "num_test": 5, "batch_size": 5}},
     }
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
-    spec["stages"][3].update(config=str(tmp_path / "eval.yaml"), overrides=[])
+    stage["eval"].update(config=str(tmp_path / "eval.yaml"), overrides=[])
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
+    assert "psp: optional, not run here and no finished" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "psp").exists()
     for name, export in (("gds", "gds.pt"), ("ew", "ew.pt"), ("ewplus", "ewplus.pt"), ("eval", "report.json")):
         assert (tmp_path / "out" / name / export).is_file()
     report = (tmp_path / "out" / "report.md").read_text()
@@ -440,10 +443,25 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
         tmp_path / "out" / "ew" / "ew.pt"
     )
     assert by_name["PULSE"]["generator"] == FIX  # the other items as the stage's config has them
-    assert "| Pro-PULSE |" in report and "| PULSE |" in report and "eval/grid.png" in report
+    assert by_name["Pro-PULSE refined"]["encoder"] == str(tmp_path / "out" / "ewplus" / "ewplus.pt") and "pSp" not in by_name
+    assert "| Pro-PULSE |" in report and "| PULSE |" in report and "| Pro-PULSE refined |" in report and "eval/grid.png" in report
+    assert "| pSp |" not in report and "| psp |" in report and "optional: not run, no export" in report
+    assert "/5 images met ε, steps per image mean" in report  # the refinement's settings line, written after the run
     capsys.readouterr()
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
     assert capsys.readouterr().out.count("skipped") == 4
+    # a finished pSp export appears (trained elsewhere): the evaluation runs again, with its row
+    psp = tmp_path / "out" / "psp" / "psp.pt"
+    psp.parent.mkdir()
+    save_module(GradualStyleEncoder(8, 64, 10, input_size=64, stages=[(16, 1), (16, 1), (32, 1), (32, 1)]), psp)
+    mark_done(psp)
+    assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 3 and f"psp: optional, not run here; using its finished export {psp}" in out and f"eval: {psp} is newer than" in out
+    linked = yaml.safe_load((tmp_path / "out" / "eval" / "pipeline_links.yaml").read_text())["model"]["init_args"]["methods"]
+    assert {m["init_args"]["name"]: m["init_args"] for m in linked}["pSp"]["encoder"] == str(psp)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| pSp |" in report and "optional: export found" in report
     # a stage killed mid-run leaves its last export but no ".done" marker: the pipeline resumes it
     (tmp_path / "out" / "ewplus" / "ewplus.pt.done").unlink()
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml")]) == 0
@@ -473,12 +491,7 @@ def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):
         *encoder_args("ew", tmp_path),
         "--model.init_args.gds.init_args.path",
         str(stages / "gds" / "gds.pt"),
-        "--trainer.max_steps",
-        "2",
-        "--trainer.val_check_interval",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
+        *short_run(2),
         *run_dir_args(tmp_path / "v"),
     )
     rows = read_metrics(tmp_path / "v")
@@ -545,12 +558,7 @@ def test_ddp_spawn_two_processes_fit_then_test_count_each_image_once(stages, tmp
     fit(
         TOY / "ew.yaml",
         *args,
-        "--trainer.max_steps",
-        "2",
-        "--trainer.val_check_interval",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
+        *short_run(2),
         *run_dir_args(tmp_path / "fit"),
     )
     assert (tmp_path / "fit" / "ew.pt").is_file() and (tmp_path / "fit" / "checkpoints" / "last.ckpt").is_file()

@@ -18,18 +18,10 @@ from lit_propulse.networks.feature_nets import ArcFaceIdentity
 from lit_propulse.networks.psp import IR_SE50_STAGES, GradualStyleBlock, GradualStyleEncoder
 from lit_propulse.networks.stylegan2 import Generator
 
-pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # end-to-end runs: outside `pytest -m "not slow"`
 
 W_DIM = 16
 TINY_STAGES = [(16, 1), (16, 1), (32, 1), (32, 1)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_encoder(num_ws: int = 8, lr_size: int = 8, input_size: int = 64) -> GradualStyleEncoder:

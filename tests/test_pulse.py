@@ -42,18 +42,9 @@ from lit_propulse.pulse import (
 from lit_propulse.pulse.fit import CACHE_FILE_MODE
 from lit_propulse.pulse.results import image_key
 
-pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # end-to-end runs: outside `pytest -m "not slow"`
 
 FIX = Path(__file__).parent / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # the machine is shared; one thread is also the fastest for these tiny convolutions
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

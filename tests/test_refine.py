@@ -12,36 +12,20 @@ from lit_propulse.core.weights import save_module
 from lit_propulse.dial import blend_dial, dial_ends, dial_rows, scale_dial
 from lit_propulse.inference import ProPulseUpsampler, encode_ws
 from lit_propulse.losses.pulse import downscale_l2
-from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.pulse.fit import GaussianFit
 from lit_propulse.refine import RefineConfig, RefinedUpsampler, refine, render_fn
+from tests.helpers import noisy_generator, stage_networks
 
-pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # end-to-end runs: outside `pytest -m "not slow"`
 
 W_DIM = 16
 SIZE, LR = 32, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def G() -> Generator:
-    torch.manual_seed(0)
-    g = Generator(SIZE, style_dim=W_DIM, n_mlp=2, channels={2**k: 16 for k in range(2, SIZE.bit_length())})
-    g.compute_latent_avg(1000)
-    with torch.no_grad():  # a trained generator's noise matters (a fresh one's noise strengths are 0)
-        for name, p in g.named_parameters():
-            if "noise" in name:
-                p.fill_(0.2)
-    return g.eval().requires_grad_(False)
+    return noisy_generator(SIZE, W_DIM)
 
 
 def l_ds(G: Generator, ws: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
@@ -156,19 +140,8 @@ def test_config_is_checked():
 # the upsampler, the evaluation method and the dial
 
 
-def models(G: Generator):
-    torch.manual_seed(0)
-    gds = DeeplySupervisedGenerator(G, lr_size=LR, head_hidden=(8, 8)).eval()
-    small = dict(channels=16, out_channels=W_DIM)
-    ew = EWEncoder(LR, W_DIM, G.num_ws, num_groups=1, rcabs_per_group=1, **small).eval()
-    ewp = EWPlusEncoder(LR, W_DIM, G.num_ws, [16, 32], rcabs_per_branch=1, **small).eval()
-    for enc in (ew, ewp):
-        enc.w_offset.copy_(G.latent_avg)
-    return gds, ew, ewp
-
-
 def test_refined_upsampler_renders_the_refined_ws_through_gds(G):
-    gds, ew, ewp = models(G)
+    gds, ew, ewp = stage_networks(G, LR)
     up = ProPulseUpsampler(gds, ewp, ew)
     lr = torch.rand(2, 3, LR, LR) * 2 - 1
     ru = RefinedUpsampler(up, RefineConfig(eps=1e-9, max_steps=3))
@@ -183,7 +156,7 @@ def test_refined_upsampler_renders_the_refined_ws_through_gds(G):
 def test_evaluation_method_binds_eps_and_records_each_image_once(G, tmp_path):
     from lit_propulse.evaluation.refine_method import RefineMethod
 
-    gds, ew, ewp = models(G)
+    gds, ew, ewp = stage_networks(G, LR)
     gds.save(tmp_path / "gds.pt")
     save_module(ew, tmp_path / "ew.pt")
     save_module(ewp, tmp_path / "ewplus.pt", extra={"active_scale": SIZE})
@@ -199,7 +172,7 @@ def test_evaluation_method_binds_eps_and_records_each_image_once(G, tmp_path):
 
 
 def test_dial_end_points_are_ew_and_ewplus(G):
-    _, ew, ewp = models(G)
+    _, ew, ewp = stage_networks(G, LR)
     lr = torch.rand(2, 3, LR, LR) * 2 - 1
     ws_ew, ws_p = dial_ends(G, ewp, ew, lr)
     with torch.no_grad():
@@ -226,7 +199,7 @@ def test_upsample_refine_flags_wrap_the_upsampler(G):
     from lit_propulse.commands.refine_args import add_refine_arguments, refine_settings, refined_upsampler
     from lit_propulse.core.errors import UserFacingError
 
-    gds, ew, ewp = models(G)
+    gds, ew, ewp = stage_networks(G, LR)
     up = ProPulseUpsampler(gds, ewp, ew)
     p = argparse.ArgumentParser()
     add_refine_arguments(p)

@@ -380,22 +380,28 @@ def _folder_data(root: Path) -> list[str]:
     ]
 
 
+def _fit_on_folder(root: Path, run_dir: Path) -> int:
+    """One step of ``fit`` of the Counting model on the image folder ``root``; the exit code."""
+    return main(
+        [
+            "fit",
+            "--model",
+            f"{HERE}.Counting",
+            *_folder_data(root),
+            "--trainer.default_root_dir",
+            str(run_dir),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.max_steps",
+            "1",
+        ]
+    )
+
+
 def test_a_missing_data_root_is_one_line(tmp_path, capsys):
-    argv = [
-        "fit",
-        "--model",
-        f"{HERE}.Counting",
-        *_folder_data(tmp_path / "no_such_folder"),
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.max_steps",
-        "1",
-    ]
-    assert main(argv) == 2
+    assert _fit_on_folder(tmp_path / "no_such_folder", tmp_path / "run") == 2
     line = one_error_line(capsys)
     assert "no_such_folder" in line and "does not exist" in line
 
@@ -405,21 +411,7 @@ def test_bad_image_files_are_one_error_naming_them(tmp_path, capsys):
     for i in range(4):
         _png(root / f"ok{i}.png", 30 * i)
     (root / "broken.png").write_bytes(b"not a png")
-    argv = [
-        "fit",
-        "--model",
-        f"{HERE}.Counting",
-        *_folder_data(root),
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.max_steps",
-        "1",
-    ]
-    assert main(argv) == 2
+    assert _fit_on_folder(root, tmp_path / "run") == 2
     err = capsys.readouterr().err
     first = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(first) == 1 and "1 bad image file" in first[0] and "broken.png" in err and "Traceback" not in err

@@ -9,40 +9,22 @@ import torch
 from lit_propulse.core.downscale import downscale
 from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.losses.pulse import downscale_l2
-from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
-from lit_propulse.networks.gds import DeeplySupervisedGenerator
-from lit_propulse.networks.stylegan2 import Generator, num_ws_up_to
+from lit_propulse.networks.stylegan2 import num_ws_up_to
 from lit_propulse.pulse.search import noise_resolutions
 from lit_propulse.refine import RefineConfig
 from lit_propulse.samples import SampleConfig, sample_answers, spread_map
+from tests.helpers import noisy_generator, stage_networks
 
 W_DIM = 16
 SIZE, LR = 32, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def up() -> ProPulseUpsampler:
-    torch.manual_seed(0)
-    G = Generator(SIZE, style_dim=W_DIM, n_mlp=2, channels={2**k: 16 for k in range(2, SIZE.bit_length())})
-    G.compute_latent_avg(1000)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if "noise" in name:
-                p.fill_(0.2)  # noise that shows (a fresh generator's noise strengths are 0)
-    gds = DeeplySupervisedGenerator(G, lr_size=LR, head_hidden=(8, 8)).eval()
-    small = dict(channels=16, out_channels=W_DIM)
-    ew = EWEncoder(LR, W_DIM, G.num_ws, num_groups=1, rcabs_per_group=1, **small)
-    ewp = EWPlusEncoder(LR, W_DIM, G.num_ws, [16, 32], rcabs_per_branch=1, **small)
-    for enc in (ew, ewp):
-        enc.w_offset.copy_(G.latent_avg)
+    gds, ew, ewp = stage_networks(noisy_generator(SIZE, W_DIM), LR)
     return ProPulseUpsampler(gds, ewp, ew)
 
 

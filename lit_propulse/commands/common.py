@@ -12,7 +12,9 @@ and ``pulse`` (the PULSE baseline).
 * the model: stage exports found in a run directory and loaded as a
   :class:`~lit_propulse.inference.ProPulseUpsampler`;
 * photos -> LRs: :class:`InputPreparer` (the LR as it is, DS of an HR, or MTCNN detection, FFHQ
-  alignment and DS), one :class:`Record` per file for the report, and the batching of the results.
+  alignment and DS), one :class:`Record` per file for the report, and the batching of the results;
+* the run and report of ``upsample`` / ``edit``: the LR batches (:func:`photo_batches`), the
+  settings they share, ``report.json`` and the exit code.
 
 Every error the user must fix is a :class:`~lit_propulse.core.errors.UserFacingError`.
 """
@@ -33,6 +35,7 @@ from torch import Tensor
 
 from lit_propulse.core.errors import UserFacingError
 from lit_propulse.core.images import IMAGE_EXTENSIONS, natural_key
+from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:
     from lit_propulse.inference import ProPulseUpsampler
@@ -202,6 +205,15 @@ def check_lr_sizes(files: Sequence[Path], rule: LRRule) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Arguments of ``upsample`` and ``edit``.
+
+
+def photo_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m lit_propulse <command>`` (``upsample``, ``edit``) with the model and
+    input flags they share; the command adds its own groups."""
+    p = argparse.ArgumentParser(prog=f"python -m lit_propulse {command}", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(p)
+    add_input_arguments(p)
+    return p
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -406,6 +418,10 @@ class Record:
         self.status, self.kind, self.reason = "skipped", kind, reason
         return self
 
+    def add_output(self, item: Item, files: list[str]) -> None:
+        """Note the files written for ``item`` (one LR of this input; with its face for photos)."""
+        self.outputs.append({"name": item.name, "files": files, **({"face": item.face} if item.face else {})})
+
     def as_dict(self) -> dict[str, Any]:
         d = {"file": self.file, "status": self.status}
         if self.status == "skipped":
@@ -588,3 +604,53 @@ def input_counts(records: Sequence[Record], done_key: str) -> dict[str, Any]:
         "skipped_inputs": len(skipped),
         "skipped_by_kind": dict(Counter(r.kind for r in skipped)),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Running ``upsample`` / ``edit`` and their report.
+
+
+def photo_batches(
+    job: PhotoJob, rule: LRRule, records: list[Record], describe: Callable[[Record, list[Item]], str], keep_photo: bool = False
+) -> Iterator[tuple[list[tuple[Record, Item]], Tensor]]:
+    """Every input of ``job`` prepared by ``rule`` (:class:`InputPreparer`, one progress line per file,
+    each :class:`Record` appended to ``records``), in batches of ``--batch-size``: the batch's
+    (record, item) pairs and their LRs [B, 3, l, l] on the job's device. ``keep_photo``: keep each
+    face's photo for pasting back. An LR of the wrong size stops the command before any work."""
+    args = job.args
+    check_lr_sizes(job.files, rule)
+    prep = InputPreparer(rule, args.faces, args.min_prob, args.min_face_size, job.device, keep_photo=keep_photo)
+    for batch in batched(prepare_all(job.files, prep, records, describe), args.batch_size):
+        yield batch, torch.stack([it.lr for _, it in batch]).to(job.device)  # [B, 3, l, l]
+
+
+def photo_settings(job: PhotoJob, up: ProPulseUpsampler, model_files: dict[str, str | None], rule: LRRule) -> dict[str, Any]:
+    """The report settings ``upsample`` and ``edit`` share: the model files, the guidance, the sizes,
+    the LR convention and the face selection."""
+    args = job.args
+    return {
+        **model_files,
+        "guidance": args.guidance,
+        "size": up.size,
+        "lr_size": up.lr_size,
+        "inputs": rule.describe(),
+        "lr_size_option": rule.lr_size,
+        "photos": rule.all_photos,
+        "faces": args.faces,
+        "min_prob": args.min_prob,
+    }
+
+
+def write_photo_report(job: PhotoJob, settings: dict[str, Any], summary: dict[str, Any], records: Sequence[Record]) -> Path:
+    """``<output>/report.json``: the settings, the summary and one entry per input; returns its path."""
+    path = job.out_dir / "report.json"
+    write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
+    return path
+
+
+def exit_code(done: int, verb: str) -> int:
+    """0 when anything was ``verb`` (e.g. "upsampled"); else the error line and 1."""
+    if not done:
+        print(f"error: nothing was {verb} (every input was skipped, reasons above and in report.json)", file=sys.stderr)
+        return 1
+    return 0

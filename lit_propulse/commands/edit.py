@@ -18,7 +18,6 @@ resolution. Written into ``--output``:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,24 +28,8 @@ import torch
 from torch import Tensor
 
 from lit_propulse.cli import register_command
-from lit_propulse.commands.common import (
-    InputPreparer,
-    Item,
-    LRRule,
-    PhotoJob,
-    Record,
-    add_input_arguments,
-    add_model_arguments,
-    batched,
-    check_lr_sizes,
-    input_counts,
-    load_upsampler,
-    lr_rule,
-    prepare_all,
-    read_photo_job,
-)
+from lit_propulse.commands import common
 from lit_propulse.core.errors import UserFacingError
-from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:
     from lit_propulse.inference import ProPulseUpsampler
@@ -81,14 +64,11 @@ def _strength_label(s: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m lit_propulse edit",
-        description="Semantic editing (Pro-PULSE Fig. 9): encode each LR to w+, add strength x direction, render every "
+    p = common.photo_parser(
+        "edit",
+        "Semantic editing (Pro-PULSE Fig. 9): encode each LR to w+, add strength x direction, render every "
         "resolution; a grid per image (rows = resolutions, columns = strengths) and every render.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_model_arguments(p)
-    add_input_arguments(p)
     g = p.add_argument_group("edit")
     g.add_argument("--direction", required=True, help="latent direction, .npy or .pt: [w_dim] or [1, w_dim] (InterFaceGAN; every layer) or [num_ws, w_dim]")
     g.add_argument("--strengths", default="-3,-1.5,0,1.5,3", help="comma-separated strengths s of ws + s*direction")
@@ -144,7 +124,7 @@ def fit_edit_to_model(spec: EditSpec, args: argparse.Namespace, up: ProPulseUpsa
     return EditSpec(spec.direction.to(device), spec.strengths, spec.layers)
 
 
-def write_edits(out_dir: Path, item: Item, grid: Tensor, renders: dict[int, Tensor], spec: EditSpec, size: int) -> list[str]:
+def write_edits(out_dir: Path, item: common.Item, grid: Tensor, renders: dict[int, Tensor], spec: EditSpec, size: int) -> list[str]:
     """Write one image's grid, LR, source and every render (``renders[r]``: [S, 3, r, r]); returns
     the files written (relative to ``out_dir``)."""
     from lit_propulse.core.images import save_image
@@ -160,85 +140,67 @@ def write_edits(out_dir: Path, item: Item, grid: Tensor, renders: dict[int, Tens
     return [f"{item.name}/{f}" for f in files]
 
 
-def run(job: PhotoJob, up: ProPulseUpsampler, spec: EditSpec, rule: LRRule) -> tuple[list[Record], int, list[int]]:
+def run(job: common.PhotoJob, up: ProPulseUpsampler, spec: EditSpec, rule: common.LRRule) -> tuple[list[common.Record], int, list[int]]:
     """Prepare every input by ``rule``, encode and render the edits in batches, writing each image's
     files as it comes; returns the records of every input, the number of images edited, the
     resolutions rendered."""
     from lit_propulse.editing import edit_grid, render_edits
 
-    args = job.args
-    check_lr_sizes(job.files, rule)  # an LR of the wrong size stops the command before any work
-    prep = InputPreparer(rule, args.faces, args.min_prob, args.min_face_size, job.device)
-    records: list[Record] = []
+    records: list[common.Record] = []
     done, resolutions = 0, []
-    stream = prepare_all(job.files, prep, records, lambda rec, items: f"{len(items)} image(s) to edit")
     with torch.no_grad():
-        for batch in batched(stream, args.batch_size):
-            lr = torch.stack([it.lr for _, it in batch]).to(job.device)  # [B, 3, l, l]
+        for batch, lr in common.photo_batches(job, rule, records, lambda rec, items: f"{len(items)} image(s) to edit"):
             ws = up.encode(lr)  # [B, num_ws, w_dim]
-            out = render_edits(up, ws, spec.direction, spec.strengths, spec.layers, batch_size=args.batch_size)
+            out = render_edits(up, ws, spec.direction, spec.strengths, spec.layers, batch_size=job.args.batch_size)
             resolutions = out.resolutions
             for j, (rec, it) in enumerate(batch):
                 renders = {r: out.images[r][j] for r in resolutions}  # [S, 3, r, r]
-                written = write_edits(job.out_dir, it, edit_grid(out, j), renders, spec, up.size)
-                rec.outputs.append({"name": it.name, "files": written, **({"face": it.face} if it.face else {})})
+                rec.add_output(it, write_edits(job.out_dir, it, edit_grid(out, j), renders, spec, up.size))
             done += len(batch)
             print(f"edited {done} image(s) so far ({len(spec.strengths)} strengths x {len(resolutions)} resolutions each)")
     return records, done, resolutions
 
 
 def report(
-    job: PhotoJob,
+    job: common.PhotoJob,
     up: ProPulseUpsampler,
     model_files: dict[str, str | None],
     spec: EditSpec,
-    rule: LRRule,
-    results: tuple[list[Record], int, list[int]],
+    rule: common.LRRule,
+    results: tuple[list[common.Record], int, list[int]],
     seconds: float,
 ) -> int:
     """Write report.json, print the summary line; the exit code (1 when nothing was edited)."""
     args, (records, done, resolutions) = job.args, results
-    summary = {**input_counts(records, "edited_inputs"), "results": done, "time_s": round(seconds, 3)}
+    summary = {**common.input_counts(records, "edited_inputs"), "results": done, "time_s": round(seconds, 3)}
     settings = {
-        **model_files,
-        "guidance": args.guidance,
-        "size": up.size,
-        "lr_size": up.lr_size,
+        **common.photo_settings(job, up, model_files, rule),
         "direction": str(args.direction),
         "direction_shape": list(spec.direction.shape),
         "direction_norm": float(spec.direction.float().norm()),
         "strengths": spec.strengths,
         "layers": spec.layers,
-        "inputs": rule.describe(),
-        "lr_size_option": rule.lr_size,
-        "photos": rule.all_photos,
-        "faces": args.faces,
-        "min_prob": args.min_prob,
         "grid_rows": resolutions or sorted([*up.gds.resolutions, up.size]),
         "grid_columns": spec.strengths,
     }
-    path = job.out_dir / "report.json"
-    write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
+    path = common.write_photo_report(job, settings, summary, records)
     skipped = summary["skipped_inputs"]
     print(
         f"edit: {done} image(s) edited from {summary['edited_inputs']}/{len(records)} input(s)"
         + (f"; {skipped} skipped" if skipped else "")
         + f"; grids <name>/grid.png (rows {settings['grid_rows']}, columns {spec.strengths}); report {path}"
     )
-    if not done:
-        print("error: nothing was edited (every input was skipped, reasons above and in report.json)", file=sys.stderr)
-        return 1
-    return 0
+    return common.exit_code(done, "edited")
 
 
 @register_command("edit", "semantic editing (Fig. 9): w+ + s*direction rendered at every resolution, one grid per image")
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(_join_negative_values(list(argv)))
     spec = read_edit(args)
-    job = read_photo_job(args)  # the output folder exists before any model loads
-    up, model_files = load_upsampler(job.model_files, args.guidance, job.device)
+    job = common.read_photo_job(args)  # the output folder exists before any model loads
+    up, model_files = common.load_upsampler(job.model_files, args.guidance, job.device)
     spec = fit_edit_to_model(spec, args, up, job.device)
-    rule = lr_rule(args, up.size, up.lr_size, detects=True)
+    rule = common.lr_rule(args, up.size, up.lr_size, detects=True)
     t0 = time.perf_counter()
     results = run(job, up, spec, rule)
     return report(job, up, model_files, spec, rule, results, time.perf_counter() - t0)

@@ -23,6 +23,8 @@ then the upsampler (:class:`~lit_propulse.inference.ProPulseUpsampler`) runs in 
 * ``--paste-back``: ``<stem>_restored.png`` — the whole photo with every restored face warped back
   through a feathered mask (:func:`lit_propulse.faces.paste_faces`), enlarged by the HR crop's size
   over the largest face's size in the photo, capped by ``--paste-max-scale``;
+* ``--samples N``: ``<name>/sample_<k>.png``, ``<name>/spread.png``, ``<name>/samples.png`` — N answers
+  and where they differ (:mod:`lit_propulse.commands.samples_args`; ``--dial``: answer at a dial position);
 * ``report.json`` — settings, a summary and, per input file, what it was taken as, the faces found
   and used (box, probability, landmarks, crop facts), the files written, or why it was skipped.
 
@@ -34,7 +36,6 @@ skipped; they never stop the batch.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,32 +46,17 @@ import torch
 from torch import Tensor
 
 from lit_propulse.cli import register_command
-from lit_propulse.commands.common import (
-    InputPreparer,
-    Item,
-    LRRule,
-    PhotoJob,
-    Record,
-    add_input_arguments,
-    add_model_arguments,
-    batched,
-    check_lr_sizes,
-    input_counts,
-    load_upsampler,
-    lr_rule,
-    prepare_all,
-    read_photo_job,
-)
+from lit_propulse.commands import common
 from lit_propulse.commands.refine_args import add_refine_arguments, refine_settings, refined_upsampler
+from lit_propulse.commands.samples_args import add_samples_arguments, dial_settings, dialed_upsampler, draw_samples, samples_settings, write_samples
 from lit_propulse.core.errors import UserFacingError
-from lit_propulse.core.reports import write_json
 
 if TYPE_CHECKING:
     from lit_propulse.faces import BackgroundUpsampler
     from lit_propulse.inference import ProPulseUpsampler
 
 
-def write_outputs(out_dir: Path, item: Item, image: Tensor, side: dict[int, Tensor], size: int) -> list[str]:
+def write_outputs(out_dir: Path, item: common.Item, image: Tensor, side: dict[int, Tensor], size: int) -> list[str]:
     """Write one result; returns the files written (relative to ``out_dir``)."""
     from lit_propulse.core.images import rows_grid, save_image
 
@@ -117,7 +103,7 @@ class PasteBack:
         }
 
 
-def paste_back(out_dir: Path, rec: Record, faces: list[tuple[Item, Tensor]], up: ProPulseUpsampler, paste: PasteBack) -> dict:
+def paste_back(out_dir: Path, rec: common.Record, faces: list[tuple[common.Item, Tensor]], up: ProPulseUpsampler, paste: PasteBack) -> dict:
     """Write ``<stem>_restored.png``: the photo of ``rec`` with its restored ``faces`` ((item, HR [3, S, S])
     pairs, largest first) pasted back; returns its entry for the report."""
     from lit_propulse.core.images import save_image
@@ -143,16 +129,14 @@ def paste_back(out_dir: Path, rec: Record, faces: list[tuple[Item, Tensor]], up:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m lit_propulse upsample",
-        description="Pro-PULSE on photos and LRs: inputs smaller than the generator's output are the LR as they are; "
+    p = common.photo_parser(
+        "upsample",
+        "Pro-PULSE on photos and LRs: inputs smaller than the generator's output are the LR as they are; "
         "photos have their faces detected and aligned (MTCNN, FFHQ alignment) and made LR with DS; "
         "writes HR, side outputs, LR, aligned crop, optionally the photo with its faces pasted back, and report.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_model_arguments(p)
-    add_input_arguments(p)
     add_refine_arguments(p)
+    add_samples_arguments(p)
     g = p.add_argument_group("paste back (photos)")
     g.add_argument("--paste-back", action="store_true", help="also write <stem>_restored.png: each photo with every restored face put back (feathered mask)")
     g.add_argument(
@@ -184,16 +168,13 @@ def check_paste_arguments(args: argparse.Namespace) -> PasteBack | None:
     return PasteBack(args.paste_max_scale, args.paste_colour)
 
 
-def run(job: PhotoJob, up: ProPulseUpsampler, rule: LRRule, paste: PasteBack | None = None) -> tuple[list[Record], int]:
+def run(job: common.PhotoJob, up: ProPulseUpsampler, rule: common.LRRule, paste: PasteBack | None = None) -> tuple[list[common.Record], int]:
     """Prepare every input by ``rule`` and upsample the LRs in batches, writing each result as it comes
     (and each photo with its faces pasted back once all of them are done, with ``paste``); returns the
     records of every input and the number of results."""
-    args = job.args
-    check_lr_sizes(job.files, rule)  # an LR of the wrong size stops the command before any work
-    prep = InputPreparer(rule, args.faces, args.min_prob, args.min_face_size, job.device, keep_photo=paste is not None)
-    records: list[Record] = []
+    records: list[common.Record] = []
 
-    def describe(rec: Record, items: list[Item]) -> str:
+    def describe(rec: common.Record, items: list[common.Item]) -> str:
         if rec.taken_as == "lr":
             return "the LR as it is"
         if rec.taken_as == "hr":
@@ -201,14 +182,15 @@ def run(job: PhotoJob, up: ProPulseUpsampler, rule: LRRule, paste: PasteBack | N
         return f"{rec.faces_used} face(s) of {rec.faces_found} found"
 
     done = 0
-    pending: dict[int, list[tuple[Item, Tensor]]] = {}  # id(record) -> the faces of its photo upsampled so far
+    pending: dict[int, list[tuple[common.Item, Tensor]]] = {}  # id(record) -> the faces of its photo upsampled so far
     with torch.no_grad():
-        for batch in batched(prepare_all(job.files, prep, records, describe), args.batch_size):
-            lr = torch.stack([it.lr for _, it in batch]).to(job.device)  # [B, 3, l, l]
+        for batch, lr in common.photo_batches(job, rule, records, describe, keep_photo=paste is not None):
             out = up(lr)
+            answers = draw_samples(up, lr, job.args, [it.name for _, it in batch])  # --samples (None without)
             for j, (rec, it) in enumerate(batch):
-                written = write_outputs(job.out_dir, it, out.image[j], {r: s[j] for r, s in out.side_images.items()}, up.size)
-                rec.outputs.append({"name": it.name, "files": written, **({"face": it.face} if it.face else {})})
+                rec.add_output(it, write_outputs(job.out_dir, it, out.image[j], {r: s[j] for r, s in out.side_images.items()}, up.size))
+                if answers is not None:
+                    rec.outputs[-1]["samples"] = write_samples(job.out_dir, it, answers, j, up.size)
                 if paste is not None and it.photo is not None:
                     got = pending.setdefault(id(rec), [])
                     got.append((it, out.image[j]))
@@ -220,19 +202,18 @@ def run(job: PhotoJob, up: ProPulseUpsampler, rule: LRRule, paste: PasteBack | N
 
 
 def report(
-    job: PhotoJob,
+    job: common.PhotoJob,
     up: ProPulseUpsampler,
     model_files: dict[str, str | None],
-    rule: LRRule,
+    rule: common.LRRule,
     paste: PasteBack | None,
-    records: list[Record],
+    records: list[common.Record],
     done: int,
     seconds: float,
 ) -> int:
     """Write report.json, print the summary line; the exit code (1 when nothing was upsampled)."""
-    args = job.args
     summary = {
-        **input_counts(records, "upsampled_inputs"),
+        **common.input_counts(records, "upsampled_inputs"),
         "results": done,
         "time_s": round(seconds, 3),
         "taken_as": {k: sum(r.taken_as == k for r in records) for k in ("lr", "hr", "photo")},
@@ -240,24 +221,17 @@ def report(
     if paste is not None:
         summary["restored_photos"] = sum(r.restored is not None for r in records)
     settings = {
-        **model_files,
-        "guidance": args.guidance,
-        "size": up.size,
-        "lr_size": up.lr_size,
+        **common.photo_settings(job, up, model_files, rule),
         "side_resolutions": list(up.gds.resolutions),
-        "inputs": rule.describe(),
-        "lr_size_option": rule.lr_size,
-        "photos": rule.all_photos,
-        "faces": args.faces,
-        "min_prob": args.min_prob,
         "alignment": "ffhq (MTCNN eye centres and mouth corners)",
         "lr_from": "DS (antialiased bicubic, lit_propulse.core.downscale)",
         "panel_columns": _panel_columns(up),
         "paste_back": paste.settings() if paste is not None else None,
         "refine": refine_settings(up),
+        "dial": dial_settings(up),
+        "samples": samples_settings(job.args, up),
     }
-    path = job.out_dir / "report.json"
-    write_json(path, {"settings": settings, "summary": summary, "inputs": [r.as_dict() for r in records]})
+    path = common.write_photo_report(job, settings, summary, records)
     skipped = summary["skipped_inputs"]
     kinds = ", ".join(f"{k}: {v}" for k, v in summary["skipped_by_kind"].items())
     print(
@@ -266,20 +240,17 @@ def report(
         + (f"; {summary['restored_photos']} photo(s) with faces pasted back" if paste is not None else "")
         + f"; report {path}"
     )
-    if not done:
-        print("error: nothing was upsampled (every input was skipped, reasons above and in report.json)", file=sys.stderr)
-        return 1
-    return 0
+    return common.exit_code(done, "upsampled")
 
 
 @register_command("upsample", "Pro-PULSE on photos and LRs: the LR as it is, or detect, align, DS; HR + side outputs (+ pasted back) + report.json")
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     paste = check_paste_arguments(args)
-    job = read_photo_job(args)  # the output folder exists before any model loads
-    up, model_files = load_upsampler(job.model_files, args.guidance, job.device)
-    up = refined_upsampler(up, args)
-    rule = lr_rule(args, up.size, up.lr_size, detects=True)
+    job = common.read_photo_job(args)  # the output folder exists before any model loads
+    up, model_files = common.load_upsampler(job.model_files, args.guidance, job.device)
+    up = refined_upsampler(dialed_upsampler(up, args), args)
+    rule = common.lr_rule(args, up.size, up.lr_size, detects=True)
     t0 = time.perf_counter()
     records, done = run(job, up, rule, paste)
     return report(job, up, model_files, rule, paste, records, done, time.perf_counter() - t0)

@@ -70,32 +70,34 @@ def list_images(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, 
     seen_dirs: set[str] = {real_root}
     seen_files: set[str] = set()
     skipped: list[str] = []
+
+    def real_first(dirpath: str, names: list[str]) -> list[str]:
+        return sorted(names, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), natural_key(n)))
+
+    def first_sight(dirpath: str, name: str, seen: set[str], again: str) -> bool:
+        """True the first time the real path of ``dirpath/name`` is met inside ``root``; otherwise
+        it goes to ``skipped`` with why (it links outside ``root``, or ``again``: it was met before)."""
+        real = os.path.realpath(os.path.join(dirpath, name))
+        why = "links outside the folder" if not inside(real) else again if real in seen else ""
+        if why:
+            skipped.append(f"{Path(dirpath, name).relative_to(root).as_posix()} ({why})")
+            return False
+        seen.add(real)
+        return True
+
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         rel_dir = Path(dirpath).relative_to(root)
-        keep = []
-        for d in sorted(dirnames, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), natural_key(n))):  # real folders first
-            if d.startswith(".") or (rel_dir == Path(".") and d in exclude_dirs):
-                continue
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if not inside(real):
-                skipped.append(f"{(rel_dir / d).as_posix()} (links outside the folder)")
-            elif real in seen_dirs:
-                skipped.append(f"{(rel_dir / d).as_posix()} (a link to a folder already listed)")
-            else:
-                seen_dirs.add(real)
-                keep.append(d)
-        dirnames[:] = keep
-        for f in sorted(filenames, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), natural_key(n))):
-            if f.startswith(".") or not f.lower().endswith(exts):
-                continue
-            real = os.path.realpath(os.path.join(dirpath, f))
-            if not inside(real):
-                skipped.append(f"{(rel_dir / f).as_posix()} (links outside the folder)")
-            elif real in seen_files:
-                skipped.append(f"{(rel_dir / f).as_posix()} (the same file as one already listed)")
-            else:
-                seen_files.add(real)
-                out.append((rel_dir / f).as_posix())
+        dirnames[:] = [  # real folders first
+            d
+            for d in real_first(dirpath, dirnames)
+            if not (d.startswith(".") or (rel_dir == Path(".") and d in exclude_dirs))
+            and first_sight(dirpath, d, seen_dirs, "a link to a folder already listed")
+        ]
+        out += [
+            (rel_dir / f).as_posix()
+            for f in real_first(dirpath, filenames)
+            if not f.startswith(".") and f.lower().endswith(exts) and first_sight(dirpath, f, seen_files, "the same file as one already listed")
+        ]
     if skipped:
         shown = "; ".join(skipped[:10]) + (f"; ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
         warnings.warn(f"image folder {str(root)!r}: {len(skipped)} symbolic link(s) not followed: {shown}", stacklevel=2)

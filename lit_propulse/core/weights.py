@@ -20,7 +20,7 @@ import inspect
 import os
 import pickle
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -72,6 +72,28 @@ def assert_finite(tensors: Mapping[str, Any], source: str, error: type[Exception
     bad = nonfinite(tensors)
     if bad:
         raise error(f"{source}: {len(bad)} of {len(tensors)} tensors are not finite (NaN/inf), e.g. {bad[:4]}: the weights come from a diverged run")
+
+
+def state_dict_mismatch(
+    own: Mapping[str, Any],
+    state: Mapping[str, Any],
+    name: Callable[[str], str] = str,
+    may_lack: Callable[[str], bool] = lambda key: False,
+    shown: int = 10,
+) -> str:
+    """Why ``state`` (a file's tensors) does not load key for key and shape for shape into a module
+    whose state dict is ``own``: ``"missing keys [...]; unexpected keys [...]; shape mismatches [...]"``
+    (the first ``shown`` of each in state-dict order, keys written by ``name``, e.g. in the file's own
+    naming), or ``""`` when it fits. ``may_lack``: keys of ``own`` the file may leave out (they keep their value)."""
+
+    def few(items: list[str]) -> str:
+        return f"{items[:shown]}{f' ... ({len(items)} in all)' if len(items) > shown else ''}"
+
+    missing = [name(k) for k in own if k not in state and not may_lack(k)]
+    unexpected = [name(k) for k in state if k not in own]
+    mismatched = [f"{name(k)}: file {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    parts = [("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)]
+    return "; ".join(f"{what} {few(items)}" for what, items in parts if items)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

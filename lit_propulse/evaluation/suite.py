@@ -55,40 +55,33 @@ __all__ = ["METRIC_BUILDERS", "MetricSuite"]
 # Adapters: one update(sr=, gt=, lr=, sides=) call feeds every metric of a collection.
 
 
-class _UnitRange(WrapperMetric):
-    """A torchmetrics ``(preds, target)`` metric on [0, 1] images, fed SR and GT in [-1, 1]."""
+class _Wrapped(WrapperMetric):
+    """One torchmetrics metric behind an adapter's ``update`` (the subclasses'); its compute and reset as they are."""
 
     def __init__(self, metric: Metric) -> None:
         super().__init__()
         self.metric = metric
+
+    def compute(self) -> Tensor:
+        return self.metric.compute()
+
+    def reset(self) -> None:
+        super().reset()
+        self.metric.reset()
+
+
+class _UnitRange(_Wrapped):
+    """A torchmetrics ``(preds, target)`` metric on [0, 1] images, fed SR and GT in [-1, 1]."""
 
     def update(self, sr: Tensor, gt: Tensor) -> None:
         self.metric.update(to_unit(sr), to_unit(gt))
 
-    def compute(self) -> Tensor:
-        return self.metric.compute()
 
-    def reset(self) -> None:
-        super().reset()
-        self.metric.reset()
-
-
-class _OnSR(WrapperMetric):
+class _OnSR(_Wrapped):
     """A no-reference metric (NIQE) fed the SR images only."""
-
-    def __init__(self, metric: Metric) -> None:
-        super().__init__()
-        self.metric = metric
 
     def update(self, sr: Tensor) -> None:
         self.metric.update(sr)
-
-    def compute(self) -> Tensor:
-        return self.metric.compute()
-
-    def reset(self) -> None:
-        super().reset()
-        self.metric.reset()
 
 
 class _PairedFID(FrechetInceptionDistance):

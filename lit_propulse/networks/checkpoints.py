@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lit_propulse.core.errors import CheckpointError
 from lit_propulse.core.files import needs_file
-from lit_propulse.core.weights import safe_load
+from lit_propulse.core.weights import safe_load, state_dict_mismatch
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 
 __all__ = [
@@ -242,22 +242,14 @@ def infer_discriminator_arch(state: dict[str, Tensor], path: str = "<state dict>
 def load_exact(module: nn.Module, state: dict[str, Tensor], source: str, ignore: set[str], port_names: bool) -> None:
     """load_state_dict(strict) with one error listing every missing, unexpected and mis-shaped key."""
     own = {k: v for k, v in module.state_dict().items() if k not in ignore}
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own and k not in ignore)
-    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape)
-    if missing or unexpected or mismatched:
+    state = {k: v for k, v in state.items() if k not in ignore}
 
-        def name(k: str) -> str:  # report the file's own (port) key names
-            return next(iter(ours_to_port({k: None})), k) if port_names and isinstance(module, Generator) else k
+    def name(k: str) -> str:  # report the file's own (port) key names
+        return next(iter(ours_to_port({k: None})), k) if port_names and isinstance(module, Generator) else k
 
-        parts = []
-        if missing:
-            parts.append(f"missing keys {[name(k) for k in missing][:10]}{' ...' if len(missing) > 10 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {[name(k) for k in unexpected][:10]}{' ...' if len(unexpected) > 10 else ''}")
-        if mismatched:
-            parts.append(f"shape mismatches {mismatched[:10]}{' ...' if len(mismatched) > 10 else ''}")
-        raise CheckpointError(f"{source}: does not match the architecture inferred from it: " + "; ".join(parts))
+    problem = state_dict_mismatch(own, state, name)
+    if problem:
+        raise CheckpointError(f"{source}: does not match the architecture inferred from it: {problem}")
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k])

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from lit_propulse.core.errors import MissingFilesError, WeightsFileError
 from lit_propulse.core.files import needs_file
-from lit_propulse.core.weights import safe_load
+from lit_propulse.core.weights import safe_load, state_dict_mismatch
 
 __all__ = [
     "ARCFACE_WEIGHTS",
@@ -111,27 +111,14 @@ def load_weights_file(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
     return state
 
 
-def _few(keys: list[str], n: int = 5) -> str:
-    return f"{keys[:n]}{f' ... ({len(keys)} in all)' if len(keys) > n else ''}"
-
-
 def _load_exact(module: nn.Module, state: dict[str, Tensor], path: str, what: str) -> None:
     """Copy ``state`` into ``module`` requiring exactly its keys and shapes (a missing BatchNorm
     ``num_batches_tracked`` is tolerated: files written before PyTorch 0.4.1 lack it and it is unused
     in eval). Otherwise one WeightsFileError naming the first few missing/unexpected/mis-shaped keys."""
     own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_few(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches {_few(mismatched)}")
-        raise WeightsFileError(f"{path}: does not match the network: " + "; ".join(parts) + f". Expected {what}.")
+    problem = state_dict_mismatch(own, state, may_lack=lambda k: k.endswith("num_batches_tracked"), shown=5)
+    if problem:
+        raise WeightsFileError(f"{path}: does not match the network: {problem}. Expected {what}.")
     with torch.no_grad():
         for k, v in own.items():
             if k in state:

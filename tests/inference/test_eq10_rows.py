@@ -37,12 +37,7 @@ EW_VALUE = -7.0
 AVG_VALUE = 3.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def paper_ewplus_rows(size: int, scale: int) -> int:

@@ -19,13 +19,7 @@ from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.networks.attribute_classifier import AttributeClassifier
 from tests.inference.test_eq10_rows import EW_VALUE, SCALES_64, expected_rows, make_encoders, make_gds, row_values
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ from lit_propulse.losses.gan import (
 )
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAKE = torch.tensor([[1.0], [2.0], [-0.5], [3.5]])

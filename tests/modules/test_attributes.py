@@ -21,6 +21,7 @@ from lit_propulse.core.weights import save_module
 from lit_propulse.metrics.attributes import AttributeScoreDifference, attribute_score_difference
 from lit_propulse.modules.attribute_module import AttributeClassifierModule
 from lit_propulse.networks.attribute_classifier import AttributeClassifier, load_attribute_classifier
+from tests.helpers import QUIET_TRAINER
 
 pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
@@ -118,12 +119,7 @@ def test_module_trains_through_the_cli_and_exports(tmp_path):
         "4",
         "--trainer.log_every_n_steps",
         "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.num_sanity_val_steps",
-        "0",
+        *QUIET_TRAINER,
         "--trainer.default_root_dir",
         str(tmp_path),
         "--trainer.logger.init_args.save_dir",
@@ -183,12 +179,7 @@ def test_paper_yaml_on_a_tiny_celeba_hq(tmp_path):
         "2",
         "--trainer.devices",
         "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.num_sanity_val_steps",
-        "0",
+        *QUIET_TRAINER,
         "--trainer.default_root_dir",
         str(tmp_path / "run"),
         "--trainer.logger.init_args.save_dir",

@@ -30,13 +30,7 @@ from lit_propulse.modules.stylegan2_module import StyleGAN2Module
 from lit_propulse.networks.augment import AdaptiveAugment
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_module(size: int = 8, **kwargs) -> StyleGAN2Module:

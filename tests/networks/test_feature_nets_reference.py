@@ -23,13 +23,7 @@ import torchvision
 
 from lit_propulse.networks.feature_nets import PSP_FACE_CROP, ArcFaceIdentity, FaceNetIdentity, VGGPerceptual
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(b: int, size: int, seed: int) -> torch.Tensor:
