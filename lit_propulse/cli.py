@@ -72,7 +72,8 @@ class ProPulseCLI(LightningCLI):
         ints_before_floats(parser)
 
     def before_instantiate_classes(self) -> None:
-        """Stop before building anything when any registered pretrained file is missing: list them all."""
+        """Stop before building anything when any registered pretrained file is missing or unusable (a
+        registered contents check fails, e.g. a critic file without "d"): list them all."""
         from lit_propulse.core.errors import MissingFilesError
         from lit_propulse.core.files import missing_files
 
@@ -81,7 +82,7 @@ class ProPulseCLI(LightningCLI):
             cfg[BASE_KEY] = None  # already composed: the saved config.yaml is complete on its own
         missing = missing_files(cfg.as_dict() if hasattr(cfg, "as_dict") else cfg)
         if missing:
-            raise MissingFilesError("the configuration needs files that are not there:\n  - " + "\n  - ".join(missing))
+            raise MissingFilesError("the configuration needs files that are missing or unusable:\n  - " + "\n  - ".join(missing))
 
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` (missing, corrupt, another stage's) before Lightning reads its

@@ -3,7 +3,8 @@ is composed with its toy stage YAML by the project's CLI (``ProPulseCLI(args=...
 training) and the configured module is checked for what the variant changes — a term of Eq. (5) with
 weight 0 is neither logged nor reaches the outputs' gradients, the side outputs get no gradient without
 G_ds (N = 1 in Eq. (6)), the mean latent replaces E_W's w in Eq. (10), every w+ row comes from the
-encoder from the first step (the "direct" rows), G_ds's branches train with the encoder (E2E).
+encoder from the first step (the "direct" rows), G_ds's branches train with the encoder (E2E, continuing
+the branches its own E_W stage exported).
 
 One real ``training_step`` runs per variant on a batch of 2 (its logging, optimizers and backward
 replaced by recorders), with gradients kept on G_ds's outputs and the critic's logits. A variant file
@@ -36,7 +37,7 @@ FIX = ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt"
 TOY = ROOT / "experiments" / "toy"
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").glob("*.yaml"))
 LR_SIZE, SIZE = 8, 64
-#: every branch weight of the exported G_ds: the E2E variant's fresh branches (reset_heads) differ from it
+#: every branch weight of the exported G_ds (the E2E stage continues from it; the other variants keep it frozen)
 HEAD_SENTINEL = 0.0123
 
 
@@ -93,7 +94,7 @@ def overrides(stage: str, delta: str, out: Path, run_dir: Path, identity: bool =
     ]
     if "discriminator: null" not in delta:
         args += ["--model.init_args.discriminator.init_args.path", str(FIX)]
-    if stage == "ewplus" and "ew_encoder: null" not in delta:
+    if stage in ("ewplus", "e2e") and "ew_encoder: null" not in delta:
         args += ["--model.init_args.ew_encoder.init_args.path", str(out / "ew" / "ew.pt")]
     if identity and "lambda_id: 1.0" in delta:
         args += ["--model.init_args.loss.init_args.identity_net", f"{__name__}.TinyIdentityNet"]
@@ -315,15 +316,18 @@ def check_ew_direct(step: Step) -> None:
 
 
 def check_e2e(step: Step) -> None:
-    """G_ds's branches start fresh and train with the encoder under Eq. (1) added to Eq. (5)."""
+    """E2E's E_W+ half: G_ds's branches, as E2E's E_W stage exported them (not reset), keep training with
+    the encoder under Eq. (1) added to Eq. (5), guided by E_W, progressive as Pro-PULSE."""
     m = step.module
     heads = list(m.gds.heads.parameters())
+    assert type(m).__name__ == "EWPlusModule" and m.hparams.guidance == "ew" and m.ew_encoder is not None
+    assert not step.progressive.direct and int(m.active_scale) == 16
     assert heads and all(p.requires_grad for p in heads)
     assert {id(p) for p in heads} <= step.optimised()
     assert m.gds_loss is not None and "train/loss/gds/pix" in step.logs
     assert all(nonzero(p.grad) for p in heads if p.dim() > 1), "every branch conv must get a gradient"
-    # fresh branches (reset_heads), not the exported ones, which the encoder's Adam step then moves
-    assert not any(torch.all(p == HEAD_SENTINEL) for p in step.heads_before)
+    # the exported branches (not fresh ones), which the encoder's Adam step then moves
+    assert all(torch.all(p == HEAD_SENTINEL) for p in step.heads_before), "E2E must continue the branches its E_W stage trained"
     assert all(not torch.equal(p, q) for p, q in zip(heads, step.heads_before) if p.dim() > 1)
     assert all(not p.requires_grad for p in m.gds.generator.parameters())
     term_on(step, "rec"), term_on(step, "adv")

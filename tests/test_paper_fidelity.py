@@ -5,6 +5,7 @@ PULSE "as published", and the report check the Table II grid relies on."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_cli_stops_before_building_when_the_critic_file_has_no_d(tmp_path, capsy
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    assert code == 2 and err.startswith("error: the configuration needs files that are missing or unusable:") and "Traceback" not in err
     assert "g_only.pt: exists but holds no discriminator" in err and "--disc" in err
     assert not (run / "checkpoints").exists()
 
@@ -186,6 +187,100 @@ def test_e2e_trains_the_branches_with_e_w_then_with_e_w_plus(tmp_path):
     assert (tmp_path / "e2e_gds.pt").is_file()
     up = ProPulseUpsampler.from_files(tmp_path / "e2e_gds.pt", tmp_path / "e2e.pt", ew=tmp_path / "e2e_ew.pt")
     assert up(_batch(1).lr).image.shape == (1, 3, 64, 64)
+
+
+class HeadsRecorder(pl.Callback):
+    """Writes G_ds's branch weights at the start and the end of training to ``<run dir>/heads_{start,end}.pt``
+    (and, for E_W+, the frozen E_W it was given to ``<run dir>/ew_encoder.pt``)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        root = Path(trainer.default_root_dir)
+        torch.save(_heads(pl_module.gds), root / "heads_start.pt")
+        if getattr(pl_module, "ew_encoder", None) is not None:
+            torch.save(pl_module.ew_encoder.state_dict(), root / "ew_encoder.pt")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.save(_heads(pl_module.gds), Path(trainer.default_root_dir) / "heads_end.pt")
+
+
+def _changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+def test_e2e_yamls_chain_and_train_the_branches_with_lambda_pp(tmp_path, monkeypatch):
+    """The two E2E stage YAMLs run as a user runs them (``fit --config experiments/toy/e2e_ew.yaml``, then
+    ``fit --config experiments/toy/e2e.yaml``, each with its default paths, from one directory), shrunk to
+    the fixture generator and with Eq. (1)'s perceptual term on (lambda_pp = 1, a tiny VGG stand-in): the
+    fresh branches train with E_W, the second stage starts from exactly the branches and the E_W the first
+    one exported (nothing reset, not the G_ds/E_W stages' files) and keeps training the branches."""
+    from lit_propulse.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lit_propulse").symlink_to(ROOT / "lit_propulse")  # the toy YAMLs' lit_propulse/data/... files
+    common = [
+        "--model.init_args.encoder.init_args.w_dim=64",
+        f"--{D_PATH}={FIX}",
+        "--model.init_args.gds_loss.init_args.lambda_pp=1.0",
+        f"--model.init_args.gds_loss.init_args.vgg={__name__}._TinyVGG",
+        f"--trainer.callbacks+={__name__}.HeadsRecorder",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        "--data.init_args.num_train=16",
+        "--data.init_args.num_test=4",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.val_subset=4",
+    ]
+    # stage 1: fresh branches on the plain StyleGAN2 (the fixture stands in for the toy generator file)
+    e2e_ew = ["fit", "--config", str(TOY / "e2e_ew.yaml"), f"--model.init_args.gds.init_args.path={FIX}", "--trainer.max_steps=2"]
+    assert main(e2e_ew + common) == 0
+    run1 = tmp_path / "runs" / "toy" / "e2e_ew"
+    start1, end1 = torch.load(run1 / "heads_start.pt"), torch.load(run1 / "heads_end.pt")
+    assert _changed(start1, end1), "the branches did not train with E_W"
+    assert load_gds(str(run1 / "ew_gds.pt")).heads.state_dict().keys() == end1.keys()
+    assert all(torch.equal(v, end1[k]) for k, v in load_gds(str(run1 / "ew_gds.pt")).heads.state_dict().items())
+    # stage 2: its YAML's defaults are stage 1's exports
+    assert main(["fit", "--config", str(TOY / "e2e.yaml"), "--progressive.steps_per_scale=1"] + common) == 0
+    run2 = tmp_path / "runs" / "toy" / "e2e"
+    start2, end2 = torch.load(run2 / "heads_start.pt"), torch.load(run2 / "heads_end.pt")
+    assert all(torch.equal(start2[k], end1[k]) for k in end1), "E2E's E_W+ must continue the branches trained with its E_W"
+    assert _changed(start2, end2), "the branches did not keep training with E_W+"
+    assert all(torch.equal(v, end2[k]) for k, v in load_gds(str(run2 / "ewplus_gds.pt")).heads.state_dict().items())
+    ew_used = torch.load(run2 / "ew_encoder.pt")
+    assert all(torch.equal(v, ew_used[k]) for k, v in load_module(run1 / "ew.pt", EWEncoder).state_dict().items())
+    for run in (run1, run2):  # Eq. (1) with its perceptual term, logged at every step
+        with open(run / "metrics.csv") as f:
+            pp = [float(r["train/loss/gds/pp"]) for r in csv.DictReader(f) if r.get("train/loss/gds/pp")]
+        assert pp and all(v > 0 for v in pp), run
+
+
+def test_the_paper_e2e_yamls_chain_with_lambda_pp_1(capsys, monkeypatch):
+    """experiments/e2e_ew.yaml starts fresh branches on the pretrained generator file (the one the G_ds
+    stage reads) with Eq. (1) as the G_ds stage has it (lambda_pp = 1, the same VGG-16 file);
+    experiments/e2e.yaml reads exactly what the first writes (E_W and the co-trained G_ds), resets nothing,
+    and keeps Eq. (1). The Table II grid's E2E row is that stage."""
+    from lit_propulse.commands.grid import stage_export_name, variant_base
+    from tests.helpers import print_config
+
+    monkeypatch.chdir(ROOT)
+    gds_stage, first, second = (print_config(capsys, "fit", "--config", f"experiments/{name}.yaml") for name in ("gds", "e2e_ew", "e2e"))
+    m1, m2 = first["model"]["init_args"], second["model"]["init_args"]
+    assert m1["gds"]["init_args"]["path"] == gds_stage["model"]["init_args"]["gds"]["init_args"]["path"] == "pretrained/stylegan2-ffhq-config-f.pt"
+    assert m1["gds"]["init_args"]["require_heads"] is False and m1["gds"]["init_args"]["lr_size"] == 16
+    root1 = first["trainer"]["default_root_dir"]
+    export1 = f"{root1}/{stage_export_name('experiments/e2e_ew.yaml')}"
+    assert m2["ew_encoder"]["init_args"]["path"] == export1 == "runs/e2e_ew/ew.pt"
+    assert m2["gds"]["init_args"]["path"] == gds_export_path(export1) == "runs/e2e_ew/ew_gds.pt"
+    assert m2["gds"]["init_args"]["require_heads"] is True and not m1["gds"]["init_args"]["reset_heads"] and not m2["gds"]["init_args"]["reset_heads"]
+    for m in (m1, m2):
+        assert m["train_side_heads"] is True
+        assert m["gds_loss"] == gds_stage["model"]["init_args"]["loss"]  # Eq. (1) as the G_ds stage has it
+        assert (
+            m["gds_loss"]["init_args"]["lambda_pp"] == 1.0 and m["gds_loss"]["init_args"]["vgg"]["init_args"]["weights_path"] == "pretrained/vgg16-397923af.pth"
+        )
+    assert second["trainer"]["default_root_dir"] != root1
+    assert variant_base("experiments/ablations/e2e.yaml") == "e2e.yaml"
 
 
 def test_a_stage_with_frozen_branches_writes_no_gds(tmp_path):

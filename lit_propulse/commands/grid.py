@@ -10,9 +10,13 @@ again, an interrupted one resumes from ``checkpoints/last.ckpt``, a finished eva
 (``test/report.json``) is reused. A variant that fails is reported in its row and the grid goes on.
 
     python -m lit_propulse grid --variants experiments/ablations/*.yaml --base-dir experiments/toy \
-        --out runs/toy_ablations [--only ew_direct,ewplus_direct] [overrides for every run ...]
+        --out runs/toy_ablations [--only ew_direct,ewplus_direct] [--require fid,niqe] [overrides for every run ...]
 
-Writes ``<out>/table_ii.md`` and ``<out>/table_ii.csv``.
+Writes ``<out>/table_ii.md`` and ``<out>/table_ii.csv``. A row whose report lacks one of Table II's
+columns FID and NIQE (:data:`TABLE_II_METRICS`; a metric the suite skipped, e.g. its weights file is not
+there) is flagged in both, with the reason (:func:`lit_propulse.evaluation.report.missing_metrics`).
+``--require fid,niqe`` makes such a row an error: the grid writes the table so far and stops with one
+line naming the variant, the metric and why, before it trains the next variant.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("identity", "identity ↑"),
     ("lpips", "LPIPS ↓"),
 )
+
+#: the metrics Table II reports: a row without one of them is flagged in the table
+TABLE_II_METRICS: tuple[str, ...] = ("fid", "niqe")
 
 
 def variant_base(path: str) -> str:
@@ -90,9 +97,26 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _metric_keys(text: str | None) -> tuple[str, ...]:
+    """``--require fid,niqe`` -> ("fid", "niqe"); a name that is not a column of the table is an error."""
+    if not text:
+        return ()
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in dict(COLUMNS)]
+    if unknown or not keys:
+        raise UserFacingError(f"--require {text!r}: unknown metric(s) {unknown}; choose from {', '.join(k for k, _ in COLUMNS)}")
+    return keys
+
+
+def _missing_note(missing: dict[str, str]) -> str:
+    """{"fid": "why"} -> "fid (why)"; one line."""
+    return "; ".join(f"{k} ({' '.join(str(why).split())})" for k, why in missing.items())
+
+
 @register_command("grid", "train and evaluate a set of variant YAMLs (ablations, Table II), resumably")
 def run(argv: list[str]) -> int:
     from lit_propulse.cli import main
+    from lit_propulse.evaluation.report import missing_metrics  # here: every CLI call imports the commands
 
     ap = argparse.ArgumentParser(prog="python -m lit_propulse grid", description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", nargs="+", required=True, help="variant YAMLs (e.g. experiments/ablations/*.yaml)")
@@ -100,7 +124,15 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="output directory: one run directory per variant, table_ii.md/.csv")
     ap.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
     ap.add_argument("--force", action="store_true", help="retrain and re-evaluate finished variants")
+    ap.add_argument(
+        "--require",
+        default=None,
+        metavar="METRICS",
+        help="comma-separated report metrics every row must have, e.g. fid,niqe (Table II's columns): the grid stops "
+        "with an error at the first evaluated variant without one (default: such rows are only flagged)",
+    )
     args, overrides = ap.parse_known_args(argv)
+    required = _metric_keys(args.require)
     variants = [v for v in args.variants if v.endswith((".yaml", ".yml"))]
     missing = [v for v in variants if not os.path.isfile(v)]
     if missing or not variants:
@@ -158,16 +190,35 @@ def run(argv: list[str]) -> int:
         row["val_rec"] = _last_val_rec(run_dir)
         row["fid_label"] = rep.get("labels", {}).get("fid", "FID")
         row["wall_s"] = round(time.time() - t0, 1)
+        missing = missing_metrics(rep, tuple(dict.fromkeys((*TABLE_II_METRICS, *required))))
+        row["missing"] = _missing_note(missing)
         rows.append(row)
+        if missing:
+            print(f"[grid] {name}: no {row['missing']} in {report}")
+        lacking = {k: why for k, why in missing.items() if k in required}
+        if lacking:
+            _write_table(args.out, rows)
+            raise UserFacingError(
+                f"grid --require {','.join(required)}: variant {name} has no {_missing_note(lacking)} in {report}; "
+                f"the rows so far are in {os.path.join(args.out, 'table_ii.md')}"
+            )
 
-    os.makedirs(args.out, exist_ok=True)
-    keys = ["variant", "base", "status", "val_rec", *[k for k, _ in COLUMNS]]
-    with open(os.path.join(args.out, "table_ii.csv"), "w", newline="") as f:
+    _write_table(args.out, rows)
+    print(f"[grid] done: {os.path.join(args.out, 'table_ii.md')}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _write_table(out: str, rows: list[dict]) -> None:
+    """``<out>/table_ii.csv`` and ``<out>/table_ii.md``: one row per variant; a row without one of
+    :data:`TABLE_II_METRICS` (or a required metric) names it, with the reason, in its "missing" cell."""
+    os.makedirs(out, exist_ok=True)
+    keys = ["variant", "base", "status", "val_rec", *[k for k, _ in COLUMNS], "missing"]
+    with open(os.path.join(out, "table_ii.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     fid_label = next((r["fid_label"] for r in rows if r.get("fid_label")), "FID")
-    titles = ["variant", "base", "val L_rec ↓"] + [t.replace("FID", fid_label) for _, t in COLUMNS] + ["status"]
+    titles = ["variant", "base", "val L_rec ↓"] + [t.replace("FID", fid_label) for _, t in COLUMNS] + ["status", "missing metrics"]
     lines = [
         "# Ablation grid (Table II layout)",
         "",
@@ -177,9 +228,14 @@ def run(argv: list[str]) -> int:
         "|" + "---|" * len(titles),
     ]
     for r in rows:
-        cells = [r["variant"], r["base"], _fmt(r.get("val_rec"))] + [_fmt(r.get(k)) for k, _ in COLUMNS] + [r["status"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    with open(os.path.join(args.out, "table_ii.md"), "w") as f:
+        cells = [r["variant"], r["base"], _fmt(r.get("val_rec"))] + [_fmt(r.get(k)) for k, _ in COLUMNS] + [r["status"], r.get("missing") or ""]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    flagged = [r["variant"] for r in rows if r.get("missing")]
+    if flagged:
+        lines += [
+            "",
+            f"**Rows with missing metrics:** {', '.join(flagged)} (the last column says which and why). "
+            f"A row without {' or '.join(k.upper() for k in TABLE_II_METRICS)} cannot be compared with Table II.",
+        ]
+    with open(os.path.join(out, "table_ii.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print(f"[grid] done: {os.path.join(args.out, 'table_ii.md')}")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1

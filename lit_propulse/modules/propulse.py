@@ -72,8 +72,8 @@ class ExternalWeightsMixin:
 
 
 def gds_export_path(path: str | os.PathLike) -> str:
-    """Where an encoder stage that trains G_ds's branches (E2E) writes its G_ds: ``e2e_ew.pt`` ->
-    ``e2e_ew_gds.pt`` (a G_ds export, :func:`lit_propulse.networks.gds.load_gds` reads it)."""
+    """Where an encoder stage that trains G_ds's branches (E2E) writes its G_ds: ``runs/e2e_ew/ew.pt`` ->
+    ``runs/e2e_ew/ew_gds.pt`` (a G_ds export, :func:`lit_propulse.networks.gds.load_gds` reads it)."""
     root, ext = os.path.splitext(str(path))
     return f"{root}_gds{ext or '.pt'}"
 
