@@ -12,7 +12,8 @@ scale): more faithful, further from W. Two dials move between them:
 * :func:`blend_dial` — a straight interpolation w+ = (1 - a) E_W + a E_W+, a in [0, 1].
 
 :func:`dial_ends` computes both ends once per LR; each position is then a cheap composition, so a
-whole sweep costs two encoder passes and one generator pass per position.
+whole sweep costs two encoder passes and one generator pass per position. :class:`DialedUpsampler`
+answers at one position (``upsample --dial`` / ``--dial-scales``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lit_propulse.inference import encode_ws
+from lit_propulse.inference import ProPulseUpsampler, encode_ws
 from lit_propulse.networks.encoders import EWPlusEncoder
 
-__all__ = ["blend_dial", "dial_ends", "dial_rows", "scale_dial"]
+__all__ = ["DialedUpsampler", "blend_dial", "dial_ends", "dial_rows", "scale_dial"]
 
 
 def _check_pair(ws_ew: Tensor, ws_ewplus: Tensor) -> None:
@@ -72,3 +73,48 @@ def blend_dial(ws_ew: Tensor, ws_ewplus: Tensor, alpha: float) -> Tensor:
     if alpha == 1:
         return ws_ewplus.clone()
     return torch.lerp(ws_ew, ws_ewplus, float(alpha))  # [B, num_ws, w_dim]
+
+
+class DialedUpsampler(ProPulseUpsampler):
+    """A Pro-PULSE upsampler (E_W+ with its E_W) that answers at one dial position: its :meth:`encode`
+    is :func:`blend_dial` at ``alpha`` or :func:`scale_dial` at ``position`` of :func:`dial_ends`; the
+    rendering (G_ds, side outputs, noise) is the upsampler's. Refinement and samples wrap it like any
+    upsampler (they start from its w+).
+
+    Args:
+        upsampler: the trained upsampler; its encoder must be an E_W+ with the E_W export (guidance "ew").
+        alpha: blend dial, in [0, 1] (0 = E_W, 1 = E_W+); None = use ``position``.
+        position: scale dial, in [0, len(encoder.scales)] (0 = E_W, len = every E_W+ scale); None = use ``alpha``.
+    """
+
+    def __init__(self, upsampler: ProPulseUpsampler, alpha: float | None = None, position: int | None = None) -> None:
+        if (alpha is None) == (position is None):
+            raise ValueError(f"give exactly one of alpha (blend dial) and position (scale dial), got alpha={alpha}, position={position}")
+        enc = upsampler.encoder
+        if not isinstance(enc, EWPlusEncoder) or upsampler.ew_encoder is None or upsampler.guidance != "ew":
+            raise ValueError(
+                f"the dial moves between E_W and E_W+: it needs an E_W+ encoder with its E_W (guidance 'ew'), got "
+                f"{type(enc).__name__}, E_W {'given' if upsampler.ew_encoder is not None else 'missing'}, guidance {upsampler.guidance!r}"
+            )
+        super().__init__(upsampler.gds, enc, upsampler.ew_encoder, upsampler.scale, "ew", upsampler.noise)
+        if alpha is not None:
+            if not 0.0 <= float(alpha) <= 1.0:
+                raise ValueError(f"alpha must be in [0, 1] (0 = E_W, 1 = E_W+), got {alpha}")
+            self.alpha, self.position, self.rows = float(alpha), None, None
+        else:
+            self.alpha, self.position, self.rows = None, int(position), dial_rows(enc, int(position))
+
+    def describe(self) -> str:
+        """One line for reports."""
+        if self.alpha is not None:
+            return f"blend dial: w+ = {1 - self.alpha:g}·E_W + {self.alpha:g}·E_W+ (0 = E_W, 1 = E_W+)"
+        n = len(self.encoder.scales)
+        return f"scale dial: position {self.position} of {n}, the first {self.rows} w+ rows from E_W+ (scales {self.encoder.scales[: self.position]}), the rest E_W's"
+
+    def encode(self, lr: Tensor) -> Tensor:
+        if lr.ndim != 4 or lr.shape[1] != 3 or lr.shape[-2:] != (self.lr_size, self.lr_size):
+            raise ValueError(f"expected LR [B, 3, {self.lr_size}, {self.lr_size}], got {tuple(lr.shape)}")
+        ws_ew, ws_ewplus = dial_ends(self.gds.generator, self.encoder, self.ew_encoder, lr, self.scale)  # [B, num_ws, w_dim] each
+        if self.alpha is not None:
+            return blend_dial(ws_ew, ws_ewplus, self.alpha)
+        return scale_dial(ws_ew, ws_ewplus, self.rows)

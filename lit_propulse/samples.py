@@ -35,10 +35,11 @@ from lit_propulse.core.downscale import downscale
 from lit_propulse.core.seeding import seed_generator
 from lit_propulse.losses.pulse import downscale_l2
 from lit_propulse.networks.stylegan2 import num_ws_up_to
+from lit_propulse.pulse.fit import GaussianFit
 from lit_propulse.pulse.search import noise_resolutions
 from lit_propulse.refine import RefineConfig, refine, render_fn
 
-__all__ = ["SampleConfig", "Samples", "resample_noise", "resample_rows", "sample_answers", "spread_map"]
+__all__ = ["SampleConfig", "Samples", "resample_noise", "resample_rows", "sample_answers", "spread_image", "spread_map"]
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,23 @@ def spread_map(images: Tensor) -> Tensor:
     return images.clamp(-1, 1).std(dim=1, unbiased=False).mean(dim=1, keepdim=True)
 
 
+def spread_image(spread: Tensor) -> Tensor:
+    """A spread map [B, 1, H, W] as grey images [B, 3, H, W] in [-1, 1] for saving and showing: black = every
+    sample agrees, white = the image's own largest spread (each image scaled by its max; all black when
+    the samples agree everywhere)."""
+    if spread.ndim != 4 or spread.shape[1] != 1:
+        raise ValueError(f"expected a spread map [B, 1, H, W], got {tuple(spread.shape)}")
+    top = spread.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)  # [B, 1, 1, 1]
+    return (spread / top * 2 - 1).expand(-1, 3, -1, -1)  # [B, 3, H, W]
+
+
 def sample_answers(
     upsampler: nn.Module,
     lr: Tensor,
     config: SampleConfig,
     keys: Sequence[int] | None = None,
     refine_config: RefineConfig | None = None,
+    gaussian_fit: GaussianFit | None = None,
 ) -> Samples:
     """N answers per LR from a :class:`~lit_propulse.inference.ProPulseUpsampler` (module docstring).
 
@@ -154,8 +166,9 @@ def sample_answers(
         lr: [B, 3, l, l] LR images in [-1, 1].
         config: what to resample and how many samples.
         keys: a stable key per LR (e.g. dataset indices) for the seeds; None = range(B).
-        refine_config: refine every sample to L_DS <= ε (:func:`lit_propulse.refine.refine`, "wplus"
-            variant; every row and map then moves a little); None = no refinement.
+        refine_config: refine every sample to L_DS <= ε (:func:`lit_propulse.refine.refine`; every row
+            moves a little); None = no refinement.
+        gaussian_fit: the generator's Gaussian fit, needed by a refinement of variant "sphere".
     """
     G = upsampler.gds.generator
     B, N = lr.shape[0], config.num_samples
@@ -176,7 +189,7 @@ def sample_answers(
         noise, redrawn = resample_noise(G.synthesis.stored_noise(), noise_resolutions(G.size), noise_above, gens_noise)
         lr_n = lr.repeat_interleave(N, dim=0)  # [B * N, 3, l, l]
     if refine_config is not None:
-        res = refine(render_fn(G.synthesis), ws, lr_n, noise, refine_config)
+        res = refine(render_fn(G.synthesis), ws, lr_n, noise, refine_config, gaussian_fit)
         ws, noise = res.ws, res.noise
     with torch.no_grad():
         image = G.synthesis(ws, noise=noise).image  # [B * N, 3, H, W]

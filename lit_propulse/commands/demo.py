@@ -12,8 +12,12 @@ The page takes one image and shows, for it:
   G_ds (Sec. III-C) and the final HR of Pro-PULSE (:class:`~lit_propulse.inference.ProPulseUpsampler`,
   Eq. (4)/(10));
 * optionally PULSE (:class:`~lit_propulse.pulse.PULSE`, Menon et al. CVPR 2020) on the same
-  generator, and several samples: PULSE's one-to-many searches (Sec. 4.4) and Pro-PULSE renders of
-  the same w+ with fresh noise maps;
+  generator, and several samples: PULSE's one-to-many searches (Sec. 4.4) and Pro-PULSE's many
+  answers (:func:`lit_propulse.samples.sample_answers`: what the LR does not determine resampled),
+  each with its L_DS, and their spread map (where the answers differ: detail the LR does not fix);
+* optionally Pro-PULSE refined until it downscales to the LR within ε
+  (:class:`lit_propulse.refine.RefinedUpsampler`, docs/beyond.md): whether it met ε, the steps it
+  took, L_DS before and after; with several samples each answer is refined too;
 * a zip of every image at its own size plus ``report.json``.
 
 Models: the stage exports of ``upsample`` (``--checkpoint DIR`` or ``--gds/--encoder/--ew``); with
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from lit_propulse.inference import ProPulseUpsampler
     from lit_propulse.networks.stylegan2 import Generator
     from lit_propulse.pulse import GaussianFit
+    from lit_propulse.refine import RefineConfig
 
 #: what the uploaded image is taken as: by its size (the LR convention), a photo, or an HR face crop
 InputMode = Literal["auto", "photo", "hr"]
@@ -169,8 +174,10 @@ class DemoResult:
 
     status: Markdown: what the input was taken as, notes, timings.
     aligned: the aligned face crop (photos) or the square HR input; None for an LR as it is.
-    lr: the LR the models saw. sides: side resolution -> side output. hr: Pro-PULSE's HR.
-    pulse: PULSE's best HR. samples: (image, caption) pairs. archive: the zip to download.
+    lr: the LR the models saw. sides: side resolution -> side output. hr: Pro-PULSE's HR (refined
+    with ``refine``). pulse: PULSE's best HR. samples: (image, caption) pairs. spread: the spread map
+    over Pro-PULSE's answers (:func:`lit_propulse.samples.spread_image`), None with one sample.
+    archive: the zip to download.
     """
 
     status: str
@@ -180,6 +187,7 @@ class DemoResult:
     hr: Tensor | None = None
     pulse: Tensor | None = None
     samples: list[tuple[Tensor, str]] = field(default_factory=list)
+    spread: Tensor | None = None
     archive: Path | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -192,13 +200,20 @@ class DemoSession:
         out_root: where each request's zip is written (one subfolder per request).
         min_prob: minimum MTCNN face probability for photos.
         cache_dir: PULSE's Gaussian-fit cache (None = its default user cache).
+        refine_config: the refinement of the "refine" option (None = :class:`~lit_propulse.refine.RefineConfig`'s
+            defaults: W+, ε = 2e-3, at most 100 steps).
     """
 
-    def __init__(self, models: DemoModels, out_root: str | os.PathLike, min_prob: float = 0.9, cache_dir: str | None = None) -> None:
+    def __init__(
+        self, models: DemoModels, out_root: str | os.PathLike, min_prob: float = 0.9, cache_dir: str | None = None, refine_config: RefineConfig | None = None
+    ) -> None:
+        from lit_propulse.refine import RefineConfig
+
         self.models = models
         self.out_root = Path(out_root)
         self.min_prob = float(min_prob)
         self.cache_dir = cache_dir
+        self.refine_config = refine_config if refine_config is not None else RefineConfig()
         self._detector = None  # MTCNN, loaded at the first photo and kept
         self._fit: GaussianFit | None = None
         self._requests = 0
@@ -229,10 +244,17 @@ class DemoSession:
         return self._fit
 
     def run(
-        self, file: str | os.PathLike | None, mode: InputMode = "auto", use_pulse: bool = False, samples: int = 1, steps: int = 100, seed: int = 0
+        self,
+        file: str | os.PathLike | None,
+        mode: InputMode = "auto",
+        use_pulse: bool = False,
+        samples: int = 1,
+        steps: int = 100,
+        seed: int = 0,
+        refine: bool = False,
     ) -> DemoResult:
-        """Take ``file`` by ``mode``, upsample it with Pro-PULSE, optionally PULSE (``steps`` steps),
-        ``samples`` samples of each (seeded by ``seed``), and write the zip."""
+        """Take ``file`` by ``mode``, upsample it with Pro-PULSE (refined to ε with ``refine``), optionally
+        PULSE (``steps`` steps), ``samples`` samples of each (seeded by ``seed``), and write the zip."""
         if file is None:
             return DemoResult("Upload a photo or an LR first.")
         path, m = Path(file), self.models
@@ -252,17 +274,16 @@ class DemoSession:
         res = DemoResult("", aligned=None if item.source is None else item.source.cpu(), lr=item.lr.cpu())
         lines = [f"**Taken as** {taken}." + (f" ({rec.note})" if rec.note else "")]
         lr = item.lr[None].to(m.device)  # [1, 3, l, l]
-        gen = torch.Generator().manual_seed(seed)
+        refined = spread = None
         with torch.no_grad():
             if m.upsampler is not None:
                 out = m.upsampler(lr)
                 res.hr, res.sides = out.image[0].cpu(), {r: s[0].cpu() for r, s in sorted(out.side_images.items())}
-                if samples > 1:
-                    syn = m.upsampler.gds.generator.synthesis
-                    for k in range(samples):
-                        noise = [n.to(m.device) for n in syn.make_noise(1, generator=gen)]
-                        res.samples.append((m.upsampler.gds(out.ws, noise=noise).image[0].cpu(), f"Pro-PULSE, fresh noise {k + 1}"))
                 lines.append(f"**Pro-PULSE:** {type(m.upsampler.encoder).__name__} + G_ds, side outputs {list(res.sides)}, {time.perf_counter() - t0:.2f} s.")
+                if refine:
+                    refined = self.refine(lr, res, lines)
+                if samples > 1:
+                    spread = self.answers(lr, samples, seed, refine, res, lines)
         if use_pulse:
             t1 = time.perf_counter()
             from lit_propulse.pulse import PULSE, PULSEConfig
@@ -288,13 +309,53 @@ class DemoSession:
             "size": m.size,
             "pulse": {"steps": steps, "samples": samples} if use_pulse else None,
             "seed": seed,
+            "refine": None if refined is None else {"settings": self.refine_config.describe(), **refined},
             "samples": [f"sample_{k}.png: {c}" for k, (_, c) in enumerate(res.samples)],
+            "spread": spread,
             "models": m.files,
             "missing": m.missing,
         }
         res.archive = self.write_archive(path.stem, res)
         res.status = "\n\n".join(lines)
         return res
+
+    def refine(self, lr: Tensor, res: DemoResult, lines: list[str]) -> dict:
+        """Pro-PULSE's answer to ``lr`` [1, 3, l, l] refined to ε (:class:`~lit_propulse.refine.RefinedUpsampler`):
+        ``res.hr`` and ``res.sides`` replaced by the refined ones, a status line added; returns the
+        image's record (success, steps, L_DS before and after)."""
+        from lit_propulse.refine import RefinedUpsampler
+
+        t0, cfg = time.perf_counter(), self.refine_config
+        up = RefinedUpsampler(self.models.upsampler, cfg, self.pulse_fit() if cfg.variant == "sphere" else None)
+        out = up(lr)
+        res.hr, res.sides = out.image[0].cpu(), {r: s[0].cpu() for r, s in sorted(out.side_images.items())}
+        rec = up.last.per_image()[0]
+        met = f"within ε after {rec['steps']} step(s)" if rec["success"] else f"not within ε after {rec['steps']} steps (the best iterate is shown)"
+        lines.append(
+            f"**Refined** ({cfg.variant}, the HR and side outputs above): {met}; L_DS {rec['l_ds_encoder']:.2e} -> {rec['l_ds']:.2e} "
+            f"(ε {cfg.eps:g}), {time.perf_counter() - t0:.2f} s."
+        )
+        return rec
+
+    def answers(self, lr: Tensor, samples: int, seed: int, refine: bool, res: DemoResult, lines: list[str]) -> dict:
+        """Pro-PULSE's ``samples`` answers to ``lr`` [1, 3, l, l] (:func:`lit_propulse.samples.sample_answers`,
+        each refined to ε with ``refine``) appended to ``res.samples`` with their L_DS, their spread map
+        in ``res.spread``, a status line added; returns the spread's mean and max."""
+        from lit_propulse.samples import SampleConfig, sample_answers, spread_image
+
+        t0, cfg, size = time.perf_counter(), self.refine_config, lr.shape[-1]
+        fit = self.pulse_fit() if refine and cfg.variant == "sphere" else None
+        s = sample_answers(self.models.upsampler, lr, SampleConfig(num_samples=samples, seed=seed), [0], cfg if refine else None, fit)
+        for k, loss in enumerate(s.l_ds[0].tolist()):
+            res.samples.append((s.images[0, k].clamp(-1, 1).cpu(), f"Pro-PULSE answer {k + 1}: L_DS {loss:.2e}" + (" (within ε)" if loss <= cfg.eps else "")))
+        res.spread = spread_image(s.spread)[0].cpu()
+        spread = {"mean": float(s.spread.mean()), "max": float(s.spread.max())}
+        lines.append(
+            f"**Pro-PULSE answers:** {samples}, differing only where the LR leaves the face free (noise above {size}², styles above "
+            f"{min(4 * size, self.models.size)}²){', each refined to ε' if refine else ''}; L_DS {float(s.l_ds.min()):.2e} to "
+            f"{float(s.l_ds.max()):.2e}; spread mean {spread['mean']:.3f}, max {spread['max']:.3f} (white in the map); {time.perf_counter() - t0:.2f} s."
+        )
+        return spread
 
     def write_archive(self, stem: str, res: DemoResult) -> Path:
         """``<out_root>/<n>/<stem>.zip``: every image of ``res`` at its own size, and ``report.json``."""
@@ -308,6 +369,7 @@ class DemoSession:
             "aligned.png": res.aligned,
             "hr.png": res.hr,
             "pulse.png": res.pulse,
+            "spread.png": res.spread,
             **{f"side_{r}.png": s for r, s in res.sides.items()},
             **{f"sample_{k}.png": img for k, (img, _) in enumerate(res.samples)},
         }
@@ -367,8 +429,8 @@ def build_app(session: DemoSession):
     size = display_size(m.size)
     shown = f", shown at {size}x{size}" if size != m.size else ""
 
-    def on_run(file, mode, use_pulse, samples, steps, seed):
-        res = session.run(file, mode, bool(use_pulse), int(samples), int(steps), int(seed or 0))
+    def on_run(file, mode, use_pulse, refine, samples, steps, seed):
+        res = session.run(file, mode, bool(use_pulse), int(samples), int(steps), int(seed or 0), bool(refine))
         sides = [(to_display(s, size), f"side {r}x{r}") for r, s in res.sides.items()]
         gallery = [(to_display(img, size), caption) for img, caption in res.samples]
         return (
@@ -379,6 +441,7 @@ def build_app(session: DemoSession):
             to_display(res.hr, size),
             to_display(res.pulse, size),
             gallery or None,
+            to_display(res.spread, size),
             None if res.archive is None else str(res.archive),
         )
 
@@ -391,7 +454,13 @@ def build_app(session: DemoSession):
                 use_pulse = gr.Checkbox(
                     value=m.upsampler is None, label="Also run PULSE (a search per sample; slower)", elem_id="use-pulse", interactive=m.upsampler is not None
                 )
-                samples = gr.Slider(1, 8, value=1, step=1, label="Samples (PULSE searches; Pro-PULSE with fresh noise)", elem_id="samples")
+                refine = gr.Checkbox(
+                    value=False,
+                    label=f"Refine Pro-PULSE until it downscales to the LR (L_DS <= {session.refine_config.eps:g}; a few generator steps)",
+                    elem_id="refine",
+                    visible=m.upsampler is not None,
+                )
+                samples = gr.Slider(1, 8, value=1, step=1, label="Samples (PULSE searches; Pro-PULSE answers with their spread map)", elem_id="samples")
                 steps = gr.Slider(10, 500, value=100, step=10, label="PULSE steps", elem_id="steps")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 run = gr.Button("Upsample", variant="primary", elem_id="run")
@@ -413,8 +482,15 @@ def build_app(session: DemoSession):
                     visible=m.upsampler is not None,
                 )
                 gallery = gr.Gallery(label=f"Samples (shown at {size}x{size})", columns=4, height="auto", format="png", elem_id="gallery")
+                spread = gr.Image(
+                    label="Spread over Pro-PULSE's answers (black = they agree, white = they differ most: detail the LR does not fix)",
+                    format="png",
+                    interactive=False,
+                    elem_id="spread",
+                    visible=m.upsampler is not None,
+                )
                 download = gr.File(label="Download: every image at its own size + report.json", elem_id="download")
-        run.click(on_run, [image, mode, use_pulse, samples, steps, seed], [status, aligned, lr, sides, hr, pulse, gallery, download])
+        run.click(on_run, [image, mode, use_pulse, refine, samples, steps, seed], [status, aligned, lr, sides, hr, pulse, gallery, spread, download])
     return app
 
 

@@ -25,6 +25,13 @@ The pipeline file::
         export: report.json                         # written by EvaluationModule into the run directory
         links: {model.init_args.methods[E_W].init_args.gds: gds}   # a list item by its name
 
+A stage marked ``optional: true`` is never run by the pipeline (e.g. the toy pSp, which would lengthen
+the quick start; not even with ``--force``): when its export is finished (the export and its ``.done``
+marker, as ``fit --config <config> --trainer.default_root_dir <out_dir>/<name>`` leaves them), later
+stages link it like any other, and a stage whose result is older than that export runs again; without
+it, the list item each link to it points into is dropped (``methods[pSp]``: the evaluation runs without
+that row). Links to an optional stage must therefore point into a named list item.
+
 Each stage runs as ``<command> --config <config> --config <out_dir>/<name>/pipeline_links.yaml
 --trainer.default_root_dir <out_dir>/<name>``: the links file sets only the linked keys (a list with a
 linked item, ``methods[E_W]``, is written whole: the one item whose ``init_args.name`` is ``E_W`` changed).
@@ -40,13 +47,14 @@ import csv
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import yaml
 
 from lit_propulse.cli import composed_view, register_command
 from lit_propulse.core.errors import UserFacingError
-from lit_propulse.runs import last_checkpoint, mark_done, plan_stage
+from lit_propulse.runs import is_done, last_checkpoint, mark_done, plan_stage
 
 #: a link key's parts: ``name`` (a mapping key) or ``[item]`` (the list item named ``item``)
 _LINK_PART = re.compile(r"\[([^\]]+)\]|([^.\[\]]+)")
@@ -60,6 +68,7 @@ class Stage:
     links: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     command: str = "fit"
+    optional: bool = False  # never run here; used by later stages when its export is finished (module docstring)
 
 
 def read_pipeline(path: str) -> tuple[str, list[Stage]]:
@@ -71,7 +80,7 @@ def read_pipeline(path: str) -> tuple[str, list[Stage]]:
         raise UserFacingError(f"{path}: expected a mapping with 'out_dir' and a non-empty 'stages' list")
     stages = []
     for i, raw in enumerate(spec["stages"]):
-        unknown = set(raw) - {"name", "config", "export", "links", "overrides", "command"}
+        unknown = set(raw) - {"name", "config", "export", "links", "overrides", "command", "optional"}
         missing = {"name", "config", "export"} - set(raw)
         if unknown or missing:
             raise UserFacingError(f"{path}: stage {i}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
@@ -82,6 +91,13 @@ def read_pipeline(path: str) -> tuple[str, list[Stage]]:
         bad = {k: v for k, v in stage.links.items() if v not in earlier}
         if bad:
             raise UserFacingError(f"{path}: stage {stage.name!r} links to stages that do not come before it: {bad}")
+        optional = {s.name for s in stages if s.optional}
+        loose = [k for k, v in stage.links.items() if v in optional and not any(isinstance(p, tuple) for p in link_parts(k))]
+        if loose:
+            raise UserFacingError(
+                f"{path}: stage {stage.name!r}: links to an optional stage must point into a named list item (e.g. "
+                f"model.init_args.methods[pSp].init_args.encoder), dropped when that stage has no export; got {loose}"
+            )
         stages.append(stage)
     return str(spec.get("out_dir", "runs/pipeline")), stages
 
@@ -107,17 +123,21 @@ def _item_name(item) -> str | None:
     return None
 
 
-def link_delta(config: str, links: dict[str, str]) -> dict:
-    """The config delta that sets each key of ``links`` to its value in ``config`` (with its bases).
+def link_delta(config: str, links: dict[str, str], drop: Sequence[str] = ()) -> dict:
+    """The config delta that sets each key of ``links`` to its value in ``config`` (with its bases),
+    and removes the list item each key of ``drop`` points into.
 
     Mapping keys go into the delta alone (the parser merges them into the stage's config); a key inside
     a list names the item (``methods[E_W]``: the item whose ``init_args.name`` is ``E_W``) and the whole
-    list, as ``config`` has it, goes into the delta with that item changed (a list is replaced as a
-    whole). Every linked key must already be in ``config`` or a base of it."""
+    list, as ``config`` has it, goes into the delta with that item changed, or without it for a key of
+    ``drop`` (a list is replaced as a whole). Every linked key must already be in ``config`` or a base of it."""
     view = composed_view(config)
     delta: dict = {}
-    for key, value in links.items():
+    dropped: set[str] = set()
+    for key, value, dropping in [*((k, v, False) for k, v in links.items()), *((k, None, True) for k in drop)]:
         parts = link_parts(key)
+        if dropping and not any(isinstance(p, tuple) for p in parts):
+            raise UserFacingError(f"{config}: pipeline link {key!r}: only a list item can be dropped (name it in brackets, e.g. methods[pSp])")
         node, out = view, delta  # out: the delta's node at the same place; None once inside a copied list
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -126,6 +146,12 @@ def link_delta(config: str, links: dict[str, str]) -> dict:
                 if not isinstance(node, list):
                     raise UserFacingError(f"{where}: {part[0]!r} in brackets names a list item, but that key is not a list")
                 hits = [j for j, item in enumerate(node) if _item_name(item) == part[0]]
+                if dropping and len(hits) == 1:
+                    node.pop(hits[0])
+                    dropped.add(part[0])
+                    break
+                if dropping and not hits and part[0] in dropped:
+                    break  # a second key into an item dropped already
                 if len(hits) != 1:
                     names = [_item_name(item) for item in node]
                     raise UserFacingError(f"{where}: {'no' if not hits else 'several'} list items named {part[0]!r} (names: {names})")
@@ -152,9 +178,9 @@ def link_delta(config: str, links: dict[str, str]) -> dict:
     return delta
 
 
-def write_links(config: str, links: dict[str, str], out_path: str) -> str:
+def write_links(config: str, links: dict[str, str], out_path: str, drop: Sequence[str] = ()) -> str:
     """Write :func:`link_delta` of ``config`` to ``out_path`` (a config file applied after ``config``)."""
-    delta = link_delta(config, links)
+    delta = link_delta(config, links, drop)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:
         f.write(f"# pipeline links for {config}: the earlier stages' exports of this pipeline run\n")
@@ -189,10 +215,29 @@ def run(argv: list[str]) -> int:
     out_dir = args.out_dir or out_dir
     exports = {s.name: os.path.join(out_dir, s.name, s.export) for s in stages}
     rows = []
+    absent: set[str] = set()  # optional stages without a finished export
+    found: set[str] = set()  # optional stages with one
     for stage in stages:
         run_dir = os.path.join(out_dir, stage.name)
         export = exports[stage.name]
+        if stage.optional:
+            if is_done(export):
+                found.add(stage.name)
+                print(f"[pipeline] {stage.name}: optional, not run here; using its finished export {export}")
+                rows.append((stage, "optional: export found", "-"))
+            else:
+                absent.add(stage.name)
+                print(
+                    f"[pipeline] {stage.name}: optional, not run here and no finished {export}: later stages run without it "
+                    f"(train it with python -m lit_propulse {stage.command} --config {stage.config} --trainer.default_root_dir {run_dir})"
+                )
+                rows.append((stage, "optional: not run, no export", "-"))
+            continue
         plan = plan_stage(run_dir, export, stage.command, args.force)
+        newer = [v for v in stage.links.values() if v in found and os.path.isfile(export) and os.path.getmtime(exports[v]) > os.path.getmtime(export)]
+        if plan.skip and newer:
+            print(f"[pipeline] {stage.name}: {exports[newer[0]]} is newer than {export}: running it again")
+            plan = plan_stage(run_dir, export, stage.command, force=True)
         if plan.skip:
             print(f"[pipeline] {stage.name}: {export} exists, skipped (--force to re-run)")
             rows.append((stage, "skipped (exists)", "-"))
@@ -200,7 +245,9 @@ def run(argv: list[str]) -> int:
         print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} --config {stage.config} (run dir {run_dir})")
         configs = ["--config", stage.config]
         if stage.links:
-            links = write_links(stage.config, {k: exports[v] for k, v in stage.links.items()}, os.path.join(run_dir, "pipeline_links.yaml"))
+            linked = {k: exports[v] for k, v in stage.links.items() if v not in absent}
+            dropped = [k for k, v in stage.links.items() if v in absent]
+            links = write_links(stage.config, linked, os.path.join(run_dir, "pipeline_links.yaml"), dropped)
             configs += ["--config", links]
         cli = [stage.command, *configs, "--trainer.default_root_dir", run_dir]
         cli += list(stage.overrides) + ([] if stage.command == "test" else list(args.overrides)) + list(extra)

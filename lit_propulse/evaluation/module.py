@@ -252,6 +252,8 @@ class EvaluationModule(pl.LightningModule):
             self._run.add(method.name, out, batch, batch_idx, time.perf_counter() - t0, method.show_sides)
 
     def on_test_epoch_end(self) -> None:
+        # settings again, after the run: a method may summarise what it did (the refinement: images within ε, steps)
+        self._run.settings.update({m.name: line for m in self.methods if (line := m.settings())})
         self.results = self._run.finish(self.trainer, self, self.title, self.output_dir)
 
     def configure_optimizers(self) -> None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from lit_propulse.core.batch import SRBatch
 from lit_propulse.core.files import needs_file
 from lit_propulse.core.outputs import ImageOutput
-from lit_propulse.evaluation.methods import SRMethod, clamp_output
+from lit_propulse.evaluation.methods import SRMethod, clamp_output, first_item
 from lit_propulse.refine import RefineConfig, RefinedUpsampler
 
 __all__ = ["RefineMethod"]
@@ -27,7 +30,10 @@ class RefineMethod(SRMethod):
     One ε, as for PULSE: the refinement stops at the metric suite's ε (bound by the evaluation
     module, :meth:`bind_eps`); ``config.eps`` is only used outside one. Per-image records (success,
     steps, L_DS) are kept in :attr:`records` by dataset index (an image timed or FLOP-counted again is
-    counted once); :meth:`settings` summarises them in the report.
+    counted once); :meth:`settings` summarises them in the report. FLOPs per image follow PULSE's
+    convention (:data:`~lit_propulse.evaluation.methods.FLOPS_CONVENTION`): the encoder's pass plus one
+    generator forward per evaluation and a backward (2x a forward) per step, for the steps the first
+    test image took (the report's settings line gives every image's).
 
     Args:
         name: row label.
@@ -78,6 +84,23 @@ class RefineMethod(SRMethod):
             steps = sorted(r["steps"] for r in self.records.values())
             line += f"; {ok}/{n} images met ε, steps per image mean {sum(steps) / n:.2f}, median {steps[n // 2]}, max {steps[-1]}"
         return line
+
+    def flops_per_image(self, batch: SRBatch) -> float:
+        """encoder + synthesis x (1 + 3 x steps) (+ one G_ds render with ``show_sides``) on the batch's
+        first image; counting the refinement itself under FlopCounterMode is not possible (its
+        ``autograd.grad`` trips the counter's backward hooks)."""
+        lr = first_item(batch).lr.float()
+        steps = int(self.refined.refine(lr).steps[0])
+        up, G = self.refined.upsampler, self.refined.gds.generator
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as enc:
+                ws = up.encode(lr)  # [1, num_ws, w_dim]
+            with FlopCounterMode(display=False) as syn:
+                G.synthesis(ws, noise="const")
+            with FlopCounterMode(display=False) as sides:
+                if self.show_sides:
+                    self.refined.render(ws)
+        return float(enc.get_total_flops() + syn.get_total_flops() * (1 + 3 * steps) + sides.get_total_flops())
 
     def upsample(self, batch: SRBatch) -> ImageOutput:
         out = self.refined(batch.lr.float())

@@ -1,5 +1,6 @@
 """``python -m lit_propulse demo`` (issue 17, item 3): the page's work (:class:`DemoSession`: the LR
-convention, Pro-PULSE with side outputs, PULSE, samples, the zip), the model defaults (packaged
+convention, Pro-PULSE with side outputs, PULSE, samples, the zip; issue 16: Pro-PULSE's many answers
+with their spread map, the refinement to ε), the model defaults (packaged
 toy exports, PULSE alone with ``--generator``, one-line errors), and the page itself in a real
 headless Chromium driven by Selenium (upload an image, wait for the outputs, download the zip).
 
@@ -10,6 +11,7 @@ tests/test_upsample_edit.py."""
 from __future__ import annotations
 
 import io
+import json
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -26,6 +28,8 @@ from lit_propulse.core.errors import UserFacingError
 from lit_propulse.core.images import load_image, to_uint8
 from lit_propulse.inference import ProPulseUpsampler
 from lit_propulse.networks.stylegan2 import NoiseInjection
+from lit_propulse.refine import RefineConfig, RefinedUpsampler
+from lit_propulse.samples import SampleConfig, sample_answers, spread_image
 from tests.helpers import LR, SIZE, run
 
 TOY_G = Path(demo.__file__).resolve().parent.parent / "data" / demo.PACKAGED_GENERATOR
@@ -63,13 +67,13 @@ def test_session_lr_pulse_and_samples(stage_exports, tmp_path):  # noqa: F811
     torch.testing.assert_close(res.sides[32], ref.side_images[32][0])
     assert res.aligned is None and res.pulse.shape == (3, SIZE, SIZE)
     captions = [c for _, c in res.samples]
-    assert captions[:2] == ["Pro-PULSE, fresh noise 1", "Pro-PULSE, fresh noise 2"] and all(c.startswith("PULSE sample") for c in captions[2:])
-    assert len(captions) == 4
+    assert [c.split(":")[0] for c in captions[:2]] == ["Pro-PULSE answer 1", "Pro-PULSE answer 2"] and all(c.startswith("PULSE sample") for c in captions[2:])
+    assert len(captions) == 4 and res.spread.shape == (3, SIZE, SIZE)
     with zipfile.ZipFile(res.archive) as z:
         names = set(z.namelist())
-        assert names == {"lr.png", "hr.png", "pulse.png", "side_16.png", "side_32.png", "report.json", *(f"sample_{k}.png" for k in range(4))}
+        assert names == {"lr.png", "hr.png", "pulse.png", "spread.png", "side_16.png", "side_32.png", "report.json", *(f"sample_{k}.png" for k in range(4))}
         hr_png = np.asarray(Image.open(io.BytesIO(z.read("hr.png"))))
-        assert "sample_0.png: Pro-PULSE, fresh noise 1" in z.read("report.json").decode()
+        assert "sample_0.png: Pro-PULSE answer 1: L_DS" in z.read("report.json").decode()
     assert np.array_equal(hr_png, to_uint8(res.hr).permute(1, 2, 0).numpy())
     assert demo.to_display(res.lr, demo.display_size(SIZE)).shape == (256, 256, 3)
     # the random generator's noise strengths are 0 (as initialised); with noise that matters, fresh maps change the render
@@ -78,6 +82,40 @@ def test_session_lr_pulse_and_samples(stage_exports, tmp_path):  # noqa: F811
             module.weight.fill_(0.5)
     res = session.run(lr_file, "auto", samples=2, seed=3)
     assert not torch.equal(res.samples[0][0], res.hr) and not torch.equal(res.samples[0][0], res.samples[1][0])
+
+
+def test_session_answers_with_spread_and_refinement(stage_exports, tmp_path):  # noqa: F811
+    """The Pro-PULSE answers are samples.sample_answers' (seeded by the page's seed) with their L_DS in
+    the captions and their spread map; "refine" shows RefinedUpsampler's answer and its record."""
+    cfg = RefineConfig(max_steps=3, eps=1e-9)  # unreachable: every image takes all 3 steps
+    session = demo.DemoSession(models_for("--checkpoint", stage_exports), tmp_path / "out", refine_config=cfg)
+    lr_file = write_png(tmp_path / "face.png", LR)
+    lr = load_image(lr_file)[None]
+    up = ProPulseUpsampler.from_files(stage_exports / "gds" / "gds.pt", stage_exports / "ewplus" / "ewplus.pt", ew=stage_exports / "ew" / "ew.pt")
+    res = session.run(lr_file, "auto", samples=3, seed=5)
+    want = sample_answers(up, lr, SampleConfig(num_samples=3, seed=5), [0])
+    assert len(res.samples) == 3
+    for k, (img, caption) in enumerate(res.samples):
+        torch.testing.assert_close(img, want.images[0, k].clamp(-1, 1))
+        assert caption == f"Pro-PULSE answer {k + 1}: L_DS {float(want.l_ds[0, k]):.2e}"
+    torch.testing.assert_close(res.spread, spread_image(want.spread)[0])
+    assert float(res.spread.max()) == 1.0 and "**Pro-PULSE answers:** 3" in res.status
+    assert "**Refined**" not in res.status
+    # refined: the HR and side outputs are RefinedUpsampler's, the status says it missed ε after 3 steps
+    res = session.run(lr_file, "auto", refine=True)
+    with torch.no_grad():
+        ref = RefinedUpsampler(up, cfg)(lr)
+    torch.testing.assert_close(res.hr, ref.image[0])
+    torch.testing.assert_close(res.sides[32], ref.side_images[32][0])
+    assert "**Refined** (wplus" in res.status and "not within ε after 3 steps" in res.status and res.spread is None
+    with zipfile.ZipFile(res.archive) as z:
+        refined = json.loads(z.read("report.json"))["refine"]
+    assert refined["steps"] == 3 and refined["success"] is False and refined["l_ds"] <= refined["l_ds_encoder"]
+    # a reachable ε: the encoder's answer already meets it, 0 steps
+    session.refine_config = RefineConfig(eps=10.0)
+    res = session.run(lr_file, "auto", samples=2, refine=True)
+    assert "within ε after 0 step(s)" in res.status and "each refined to ε" in res.status
+    assert all(c.endswith("(within ε)") for _, c in res.samples)
 
 
 def test_session_modes_and_refusals(stage_exports, tmp_path):  # noqa: F811
