@@ -56,6 +56,8 @@ def squared_error(x: Tensor, y: Tensor, divide_by: Literal["elements", "spatial"
         per_item = per_item / x[0].numel()
     elif divide_by == "spatial":
         per_item = per_item / (x.shape[-1] * x.shape[-2])
+    elif divide_by != "none":
+        raise ValueError(f"divide_by must be 'elements', 'spatial' or 'none', got {divide_by!r}")
     return per_item.mean()
 
 

@@ -39,16 +39,11 @@ from lit_propulse.losses.propulse import (
     MultiScaleReconstructionLoss,
     SidePerceptualLoss,
     SidePixelLoss,
+    squared_error,
 )
 from lit_propulse.networks.feature_nets import ArcFaceIdentity, VGGPerceptual
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ds(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -408,3 +403,19 @@ def test_paper_normalisation_by_hand():
         assert total.item() == pytest.approx((rec[8] + rec[16]) / 2, rel=1e-5)
     with pytest.raises(ValueError, match=r"^norm must be 'mean' \(per-element means\) or 'paper' \(the equations as printed\), got 'sum'$"):
         GdsLoss(0.0, norm="sum")
+
+
+def test_squared_error_divisors_by_hand_for_one_image_and_several():
+    """||x - y||^2 per image divided by its element count C*H*W, its spatial size H*W, or nothing,
+    then the batch mean; a batch of one image works (the divisor is one image's size, not the batch's),
+    and a non-square image divides by H*W, not by a side squared. An unknown divisor is an error."""
+    for batch in (1, 3):
+        x = torch.zeros(batch, 3, 2, 5)
+        y = torch.arange(batch, dtype=torch.float32).view(batch, 1, 1, 1).expand(batch, 3, 2, 5) + 1  # image b: all b + 1
+        sums = [(b + 1) ** 2 * 30 for b in range(batch)]  # 30 elements per image
+        mean = sum(sums) / batch
+        assert squared_error(x, y, "none").item() == pytest.approx(mean)
+        assert squared_error(x, y, "elements").item() == pytest.approx(mean / 30)
+        assert squared_error(x, y, "spatial").item() == pytest.approx(mean / 10)
+    with pytest.raises(ValueError, match=r"^divide_by must be 'elements', 'spatial' or 'none', got 'NONE'$"):
+        squared_error(x, y, "NONE")
