@@ -13,7 +13,9 @@ What it times, per size and precision (float32 and bf16 autocast), on CPU:
 Weights: a random config-f generator of ours, written to the port's layout with
 :func:`lit_propulse.networks.checkpoints.ours_to_port` (the port's layout is our on-disk layout)
 and loaded into the port's ``Generator`` with ``strict=True``; both get the same w+ and noise
-maps, and the max-abs difference of their images is printed next to the timings.
+maps, and the max-abs difference of their images is printed next to the timings (under bf16
+autocast both run in bf16, so that column then compares two roundings; the column "ours image vs
+ours float32" gives our bf16 image's own deviation from our float32 image).
 
 The port (rosinality/stylegan2-pytorch, a checkout named by ``STYLEGAN2_PORT_DIR``) is imported
 as it is, nothing of it copied here: its ``op`` package compiles CUDA extensions at import time,
@@ -111,8 +113,9 @@ def best_of(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]
     return best
 
 
-def variants(ours: Generator, port, batch: int, bf16: bool) -> tuple[dict[str, Callable[[], None]], float | None]:
-    """The timed calls for one size and precision, and the image max-abs difference ours vs port."""
+def variants(ours: Generator, port, batch: int, bf16: bool) -> tuple[dict[str, Callable[[], None]], float | None, float]:
+    """The timed calls for one size and precision, the image max-abs difference ours vs port (None
+    without the port), and that of our image against our float32 image (0 in float32)."""
     g = torch.Generator().manual_seed(1)
     ws0 = torch.randn(batch, ours.num_ws, ours.w_dim, generator=g)
     noise = ours.synthesis.make_noise(batch, generator=g)
@@ -141,12 +144,14 @@ def variants(ours: Generator, port, batch: int, bf16: bool) -> tuple[dict[str, C
         return run
 
     fns = {"ours fwd": fwd(ours_img), "ours fwd+bwd": fwd_bwd(ours_img)}
+    with torch.no_grad():
+        vs_fp32 = (ours_img(ws0).float() - ours.synthesis(ws0, noise=noise).image).abs().max().item() if bf16 else 0.0
     diff = None
     if port is not None:
         fns.update({"port fwd": fwd(port_img), "port fwd+bwd": fwd_bwd(port_img)})
         with torch.no_grad():
             diff = (ours_img(ws0).float() - port_img(ws0).float()).abs().max().item()
-    return fns, diff
+    return fns, diff, vs_fp32
 
 
 def profile_breakdown(ours: Generator, batch: int) -> str:
@@ -199,8 +204,11 @@ def profile_breakdown(ours: Generator, batch: int) -> str:
                 totals[k] += e.self_cpu_time_total
                 break
     totals["Python, autograd engine, allocation and the rest"] = total - sum(totals.values())
-    lines = ["| where the time of our forward+backward goes | share |", "|---|---|"]
+    lines = ["| where the time of our forward+backward goes (self CPU time by op name) | share |", "|---|---|"]
     lines += [f"| {k} | {100 * v / total:.1f} % |" for k, v in totals.items()]
+    lines += ["", "| op (self CPU time, top 12) | calls | share |", "|---|---|---|"]
+    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    lines += [f"| `{e.key}` | {e.count} | {100 * e.self_cpu_time_total / total:.1f} % |" for e in top]
     return "\n".join(lines)
 
 
@@ -228,19 +236,19 @@ def main(argv: list[str] | None = None) -> str:
     rows = [
         "| size, batch, precision | "
         + " | ".join(f"{c} (s)" for c in cols)
-        + " | ours fwd+bwd / ours fwd |"
-        + (" port fwd / ours fwd | port fwd+bwd / ours fwd+bwd | image max-abs diff |" if port_model else "")
+        + " | ours fwd+bwd / ours fwd | ours image vs ours float32, max-abs |"
+        + (" port fwd / ours fwd | port fwd+bwd / ours fwd+bwd | image max-abs diff ours vs port |" if port_model else "")
     ]
-    rows.append("|" + "---|" * (len(cols) + (5 if port_model else 2)))
+    rows.append("|" + "---|" * (len(cols) + (6 if port_model else 3)))
     checks = []
     for size in args.sizes:
         ours, port = build_pair(size, port_model)
         for bf16 in [False] if args.no_bf16 else [False, True]:
-            fns, diff = variants(ours, port, args.batch, bf16)
+            fns, diff, vs_fp32 = variants(ours, port, args.batch, bf16)
             t = best_of(fns, args.rounds)
             prec = "bf16 autocast" if bf16 else "float32"
             row = f"| {size}², {args.batch}, {prec} | " + " | ".join(f"{t[c]:.2f}" for c in cols)
-            row += f" | {t['ours fwd+bwd'] / t['ours fwd']:.2f}x |"
+            row += f" | {t['ours fwd+bwd'] / t['ours fwd']:.2f}x | {vs_fp32:.1e} |"
             if port_model:
                 row += f" {t['port fwd'] / t['ours fwd']:.2f}x | {t['port fwd+bwd'] / t['ours fwd+bwd']:.2f}x | {diff:.1e} |"
             rows.append(row)

@@ -1,0 +1,162 @@
+"""The performance tooling runs: the GPU check's CPU fallback, the side-by-side harness (its port
+import with the CUDA-op loaders stubbed), the cost ladder, and PULSE's bf16 option. No timing is
+asserted anywhere: the development machine is shared, only the figures' plumbing is checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_propulse.networks.stylegan2 import Generator
+from lit_propulse.pulse import PULSE, GaussianFit, PULSEConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_fallback(tmp_path):
+    """``benchmarks/gpu_check.sh --cpu`` runs every row at tiny sizes and writes the table."""
+    out = tmp_path / "gpu_check.md"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = out.read_text()
+    assert "CPU fallback" in text
+    for row in (
+        "float32, channels_last: forward |",
+        "float32, channels_last: forward+backward |",
+        "bf16 autocast, channels_last: forward+backward |",
+        "float32, NCHW: forward |",
+        "torch.compile (eager backend): forward+backward |",
+        "E_W+ training step, batch 2",
+        "PULSE per image, 32², 100 steps, float32",
+        "PULSE per image, 32², 100 steps, bf16 autocast",
+        "forward+backward / forward =",
+        "pytest -m gpu): skipped, no CUDA device",
+    ):
+        assert row in text, row
+    assert "FAILED" not in text
+
+
+_FAKE_PORT_MODEL = '''
+import torch
+from torch.utils.cpp_extension import load  # the port's op/ modules do this at import time
+
+fused = load("fused", sources=["fused_bias_act.cpp", "fused_bias_act_kernel.cu"])  # must be stubbed
+
+from lit_propulse.networks.checkpoints import port_to_ours
+from lit_propulse.networks.stylegan2 import Generator as _Ours
+
+
+class Generator(torch.nn.Module):
+    """Port-shaped stand-in: the port's constructor, state-dict keys and call convention."""
+
+    def __init__(self, size, style_dim, n_mlp, channel_multiplier=2):
+        super().__init__()
+        self._g = _Ours(size, style_dim, n_mlp, channel_multiplier=channel_multiplier)
+
+    def load_state_dict(self, state, strict=True):
+        return self._g.load_state_dict({**port_to_ours(state), "latent_avg": self._g.latent_avg, "has_latent_avg": self._g.has_latent_avg}, strict=strict)
+
+    def forward(self, styles, input_is_latent=False, noise=None):
+        assert input_is_latent and len(styles) == 1
+        return self._g.synthesis(styles[0], noise=noise).image, None
+'''
+
+
+def test_side_by_side_against_a_port_checkout(tmp_path, monkeypatch):
+    """The port's columns: imported from STYLEGAN2_PORT_DIR with torch.utils.cpp_extension.load stubbed
+    (a real call would try to compile CUDA here), the weights handed over in the port's layout."""
+    port = tmp_path / "port"
+    (port / "op").mkdir(parents=True)
+    (port / "op" / "__init__.py").write_text("")
+    (port / "model.py").write_text(_FAKE_PORT_MODEL)
+    import torch.utils.cpp_extension as cpp
+
+    real = cpp.load
+    sbs = _load("side_by_side")
+    monkeypatch.setenv("STYLEGAN2_PORT_DIR", str(port))
+    text = sbs.main(["--sizes", "8", "--batch", "2", "--rounds", "1", "--out", str(tmp_path / "sbs.md")])
+    assert cpp.load is real  # restored after the import
+    assert "port fwd+bwd (s)" in text and "| 8², 2, float32 |" in text and "| 8², 2, bf16 autocast |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 8², 2, float32"))
+    assert float(row.rstrip(" |").split("|")[-1]) == 0.0  # same weights, same code: identical images
+    bf16_row = next(line for line in text.splitlines() if line.startswith("| 8², 2, bf16 autocast"))
+    assert float(row.split("|")[7]) == 0.0 and float(bf16_row.split("|")[7]) > 0  # ours bf16 vs ours float32: bf16 really ran
+    assert (tmp_path / "sbs.md").read_text().strip() == text.strip()
+    monkeypatch.setenv("STYLEGAN2_PORT_DIR", str(tmp_path))  # not a checkout: one clear message
+    with pytest.raises(SystemExit, match="not a rosinality/stylegan2-pytorch checkout"):
+        sbs.main(["--sizes", "8", "--rounds", "1"])
+
+
+@pytest.mark.slow
+def test_cost_ladder_rows(tmp_path):
+    ladder = _load("cost_ladder")
+    text = ladder.main(["--sizes", "16", "--pulse-steps-timed", "1", "--no-training", "--out", str(tmp_path / "l.md")])
+    assert "| 16² (8²) |" in text and "PULSE per image = 100 x the median" in text
+    assert ladder.toy_training_img_s(bf16=True, channels_last=True, batches=1, warmup=1, batch=4, size=16) > 0
+
+
+@pytest.mark.slow
+def test_cost_ladder_training_and_bf16_sections():
+    """The training section interleaves all four option combinations and reports them against the
+    all-off baseline; the bf16 section runs PULSE and the E_W+ stage in both precisions on the
+    packaged toy generator and reports finite losses (3 PULSE steps, 1 training step: plumbing only)."""
+    ladder = _load("cost_ladder")
+    rows = ladder.training(batches=1, rounds=1, size=16)
+    table = [r for r in rows if r.startswith("| ") and "img/s" not in r]
+    assert [r.split("|")[1].strip() for r in table] == ["float32, NCHW", "float32, channels_last", "bf16 autocast, NCHW", "bf16 autocast, channels_last"]
+    assert table[0].rstrip(" |").endswith("1.00x")
+    pulse = ladder.pulse_bf16(images=1, rounds=1, steps=3)
+    assert "3 steps, 1 images in one batch" in pulse[0]
+    lds = next(r for r in pulse if r.startswith("| final L_DS, re-scored")).split("|")[2:4]
+    assert all(0 < float(v) < 1 for v in lds)
+    enc = ladder.encoder_stage_bf16(steps=1, rounds=1, batch=2, warmup=1)
+    first = next(r for r in enc if r.startswith("| training L_rec, first step")).split("|")[2:4]
+    assert float(first[0]) == pytest.approx(float(first[1]), rel=0.05)  # same seed, same batch: bf16 only rounds
+    assert "max relative L_rec deviation over the 2 steps" in "\n".join(enc)
+
+
+def _tiny_pulse_setup():
+    torch.manual_seed(0)
+    G = Generator(32, 16, 1, channels={4: 16, 8: 16, 16: 8, 32: 8}).eval()
+    fit = GaussianFit(G.w_dim)
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    return G, fit, lr
+
+
+def test_pulse_bf16_option_and_the_generator_left_as_it_was():
+    """PULSE(bf16=True) searches with the generator under bf16 autocast and reports float32 results
+    close to the float32 search; the search runs G frozen (the generator's fast backward) and
+    hands it back with its parameters' requires_grad as they were."""
+    G, fit, lr = _tiny_pulse_setup()
+    G.synthesis.to_rgb1.bias.requires_grad_(False)  # a mixed state, restored exactly
+    before = {n: p.requires_grad for n, p in G.named_parameters()}
+    seen = []
+    G.synthesis.conv1.register_forward_hook(lambda m, i, o: seen.append(any(p.requires_grad for p in G.parameters())))
+    res32 = PULSE(G, fit, PULSEConfig(steps=4))(lr, seeds=[1, 2])
+    res16 = PULSE(G, fit, PULSEConfig(steps=4), bf16=True)(lr, seeds=[1, 2])
+    assert {n: p.requires_grad for n, p in G.named_parameters()} == before
+    assert seen and not any(seen)  # frozen while searching
+    assert res16.image.dtype == torch.float32 and res16.loss.dtype == torch.float32
+    assert torch.isfinite(res16.loss).all()
+    assert torch.allclose(res16.loss, res32.loss, rtol=0.1, atol=1e-3)
+    assert not torch.equal(res16.image, res32.image)  # bf16 really ran
+    assert PULSE.from_generator.__defaults__[-1] is False and PULSE(G, fit).bf16 is False  # off by default
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
