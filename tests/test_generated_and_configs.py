@@ -50,6 +50,7 @@ def test_datamodule_batches_and_render_off(G):
     assert len(list(dm.test_dataloader())) == 1
 
 
+@pytest.mark.slow  # every YAML resolved through LightningCLI: seconds each
 @pytest.mark.parametrize("name", ["gds", "ew", "ewplus", "e2e_ew", "e2e"])
 def test_paper_yamls_parse_and_list_their_missing_files(name, tmp_path, capsys, monkeypatch):
     """The paper-setting configs (FFHQ 1024, CelebA-HQ, ArcFace, VGG) parse as they are; with no
@@ -80,6 +81,7 @@ STAGE_YAMLS = {
 }
 
 
+@pytest.mark.slow  # every YAML resolved through LightningCLI: seconds each
 def test_every_stage_yaml_is_a_delta_with_one_run_directory(capsys, monkeypatch):
     """No stage YAML restates the logger or the standard checkpointing (they are in experiments/base/);
     composed, every stage's logger writes in trainer.default_root_dir, its checkpoints go to
@@ -117,6 +119,7 @@ def _without_e2e_keys(cfg: dict) -> dict:
     return cfg
 
 
+@pytest.mark.slow  # every YAML resolved through LightningCLI: seconds each
 @pytest.mark.parametrize("domain", ["", "toy/"])
 @pytest.mark.parametrize(("e2e", "stage"), [("e2e_ew", "ew"), ("e2e", "ewplus")])
 def test_e2e_stages_are_their_pro_pulse_stage_with_trained_branches(capsys, monkeypatch, domain, e2e, stage):
@@ -170,6 +173,7 @@ def test_bad_bases_are_one_line_errors(case, tmp_path, capsys):
     assert len(err) == 1 and expect in err[0]
 
 
+@pytest.mark.slow  # every YAML resolved through LightningCLI: seconds each
 def test_a_stage_appends_callbacks_to_its_bases_and_the_command_line_after_it(tmp_path, capsys, monkeypatch):
     """`callbacks+:` in a config file appends to the bases' list (jsonargparse list append); a later
     `callbacks:` replaces it; `--trainer.callbacks+=` on the command line appends after the files."""

@@ -132,6 +132,7 @@ def test_session_modes_and_refusals(stage_exports, tmp_path):  # noqa: F811
     assert session.run(None).status == "Upload a photo or an LR first."
 
 
+@pytest.mark.slow  # trains the stage exports when no other test has
 def test_model_defaults_and_errors(stage_exports, tmp_path, monkeypatch, no_packaged_exports, capsys):  # noqa: F811
     # nothing given, nothing packaged: one line with the remedies
     with pytest.raises(UserFacingError, match=r"no Pro-PULSE stage exports given.*--checkpoint DIR.*--generator .*toy_stylegan2_64\.pt"):
