@@ -21,7 +21,7 @@ and ``<root>/data/CelebA-HQ``: ``CelebA-HQ-img/<idx>.jpg`` (1024² JPEG), ``Cele
 (``idx orig_idx orig_file``), CelebA's ``list_eval_partition.txt`` (``<file> <0|1|2>``) and
 ``CelebAMask-HQ-attribute-anno.txt`` (count line, 40 names, ``<idx>.jpg`` and 40 values of -1/1).
 
-    python benchmarks/rehearsal.py                      # every stage, 2 steps each, batch 1 (CPU: about an hour)
+    python benchmarks/rehearsal.py                      # every stage, 2 steps each, batch 1 (CPU: hours, the grid most of it)
     python benchmarks/rehearsal.py --reduced            # CI: one E_W step with the critic at 1024 (a few minutes)
     python benchmarks/rehearsal.py --flops              # training FLOPs per step and per stage (meta device, seconds)
 
@@ -33,6 +33,17 @@ paper YAMLs (:data:`STAGES`) whose ``pretrained/``, ``runs/`` and ``data/`` path
 ``--root``, with overrides for a few steps, no validation, CSV logging and the batch size; PULSE in
 eval runs 2 steps. The file names are the YAMLs' own: a YAML that names a file the rehearsal does not
 write (or a critic file without "d") stops in the preflight, which the rehearsal reports.
+
+The stages, in the default order (``--stages`` picks some): ``gds``, ``ew``, ``ewplus`` (``--steps``
+per scale, six scales), ``e2e_ew`` and ``e2e`` (E2E's two stages), ``attributes`` (the attribute
+classifier of the evaluation), ``psp`` (the pSp baseline), ``eval`` (``test`` with every method),
+``pulse`` (``python -m lit_propulse pulse`` with the 1024 generator on two fake CelebA-HQ test images
+brought to 16², ``--steps`` search steps) and ``grid`` (``python -m lit_propulse grid`` over
+``experiments/ablations/*.yaml`` with ``--base-dir experiments``: ``--steps`` per E_W+ scale, each
+variant scored on 2 test images; G_ds, E_W and E2E's stage 1 run first if their exports are missing).
+
+    python benchmarks/rehearsal.py --stages attributes,psp,pulse   # some stages
+    python benchmarks/rehearsal.py --stages grid --steps 1         # the ablation grid (hours on a CPU)
 """
 
 from __future__ import annotations
@@ -166,15 +177,33 @@ def write_celeba_hq(root: Path, num: int = 12) -> None:
 # ----------------------------------------------------------------------------------------------
 # Stages: the paper YAMLs, their paths moved onto the rehearsal's files.
 
-#: stage -> the CLI command and its config files (relative to the repository; ``base:`` files follow)
+#: stage -> the CLI command and its config files (relative to the repository; ``base:`` files follow;
+#: for ``grid``, the variant YAMLs; ``pulse`` reads none)
 STAGES: dict[str, tuple[str, list[str]]] = {
     "gds": ("fit", ["experiments/gds.yaml"]),
     "ew": ("fit", ["experiments/ew.yaml"]),
     "ewplus": ("fit", ["experiments/ewplus.yaml"]),
     "e2e_ew": ("fit", ["experiments/e2e_ew.yaml"]),
     "e2e": ("fit", ["experiments/e2e.yaml"]),
+    "attributes": ("fit", ["experiments/attributes.yaml"]),
+    "psp": ("fit", ["experiments/psp.yaml"]),
     "eval": ("test", ["experiments/eval.yaml"]),
+    "pulse": ("pulse", []),
+    "grid": ("grid", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "ablations").glob("*.yaml"))),
 }
+
+#: every stage, in the order ``python benchmarks/rehearsal.py`` runs them (each after what it reads)
+DEFAULT_STAGES = "gds,ew,ewplus,e2e_ew,e2e,attributes,psp,eval,pulse,grid"
+
+#: stages of E_W+'s progressive schedule: ``--steps`` per scale, six scales
+PROGRESSIVE = ("ewplus", "e2e")
+
+#: what the grid's variants read: stage -> its export under ``runs/<stage>/`` (E_W+ variants: G_ds and
+#: E_W; the E2E row: the E2E stage 1's exports). The rehearsal runs a missing one before the grid.
+GRID_NEEDS: dict[str, str] = {"gds": "gds.pt", "ew": "ew.pt", "e2e_ew": "ew.pt"}
+
+#: CelebA-HQ indices of the fake data set that ``pulse`` upsamples (test images: idx % 4 == 3)
+PULSE_IMAGES = (3, 7)
 
 
 def prepare_tree(root: Path) -> None:
@@ -200,27 +229,107 @@ def _set_pulse_steps(node, steps: int):
     return node
 
 
-def stage_argv(name: str, root: Path, steps: int, batch: int) -> list[str]:
-    """CLI arguments of a stage run in ``root``: its paper YAMLs as they are, plus a few steps, no
-    validation, CSV logging, the batch size; for ``test`` (eval), the resolved config with 2 PULSE steps."""
-    command, files = STAGES[name]
-    argv = [command] + [a for f in files for a in ("--config", f)]
-    run = f"runs/{name}"
-    common = [
+def _variant_of(path: str) -> str:
+    import yaml
+
+    return str((yaml.safe_load((ROOT / path).read_text()) or {}).get("variant_of"))
+
+
+def _fit_overrides(steps: int, max_steps: int, progressive: bool) -> list[str]:
+    """``max_steps`` training steps (``progressive``: ``steps`` per E_W+ scale), no validation, every
+    step logged and timed."""
+    return [
+        "--trainer.max_steps",
+        str(max_steps),
+        *(["--progressive.steps_per_scale", str(steps)] if progressive else []),
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.callbacks+=benchmarks.rehearsal.StepTimer",
+    ]
+
+
+def grid_argvs(root: Path, steps: int, batch: int) -> list[list[str]]:
+    """The ``grid`` stage: every variant of ``experiments/ablations/`` (Table II's rows: the full method
+    and its ablations) on the paper stage YAMLs (``--base-dir experiments``) into ``runs/ablations``,
+    ``steps`` steps per E_W+ scale, each variant scored on 2 test images. Two grid calls into the same ``--out``, because the grid hands the same
+    overrides to every variant: first the single-stage variants (``variant_of: ew``) with ``steps``
+    steps, then all of them with six scales' worth (the single-stage ones are finished by then and
+    skipped, so the second call's table has every row)."""
+    variants = STAGES["grid"][1]
+    single = [Path(v).stem for v in variants if _variant_of(v) not in PROGRESSIVE]
+    head = ["grid", "--variants", *variants, "--base-dir", "experiments", "--out", "runs/ablations"]
+    common = _common_overrides(batch, run=None) + ["--trainer.limit_test_batches", str(max(1, 2 // batch))]
+    calls = [head + ["--only", ",".join(single)] + common + _fit_overrides(steps, steps, True)] if single else []
+    return calls + [head + common + _fit_overrides(steps, 6 * steps, True)]
+
+
+def _common_overrides(batch: int, run: str | None) -> list[str]:
+    """The CPU, one device, no progress bar, CSV logging, ``batch``, no workers; ``run`` the run
+    directory (None: the command sets it, as the grid does per variant)."""
+    return [
         "--trainer.accelerator",
         "cpu",
         "--trainer.devices",
         "1",
         "--trainer.enable_progress_bar",
         "false",
-        "--trainer.default_root_dir",
-        run,
+        *(["--trainer.default_root_dir", run] if run else []),
         "--trainer.logger=lit_propulse.loggers.CSVLogger",
         "--data.init_args.batch_size",
         str(batch),
         "--data.init_args.num_workers",
         "0",
     ]
+
+
+def pulse_argv(root: Path, steps: int, batch: int) -> list[str]:
+    """The ``pulse`` stage: ``python -m lit_propulse pulse`` with the converter's generator at 1024 on
+    :data:`PULSE_IMAGES` of the fake CelebA-HQ (copied to ``data/pulse``, brought to 16² by the
+    command's ``--lr-size``), ``steps`` search steps, the Gaussian fit cached in the run directory."""
+    import shutil
+
+    src, dst = root / "data" / "CelebA-HQ" / "CelebA-HQ-img", root / "data" / "pulse"
+    dst.mkdir(parents=True, exist_ok=True)
+    for i in PULSE_IMAGES:
+        if (src / f"{i}.jpg").is_file() and not (dst / f"{i}.jpg").is_file():
+            shutil.copyfile(src / f"{i}.jpg", dst / f"{i}.jpg")
+    return [
+        "pulse",
+        "--generator",
+        f"pretrained/{G_FILE}",
+        "--input",
+        "data/pulse",
+        "--lr-size",
+        str(LR_SIZE),
+        "--output",
+        "runs/pulse",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--device",
+        "cpu",
+        "--cache-dir",
+        "runs/pulse/gaussian_fit",
+    ]
+
+
+def stage_argv(name: str, root: Path, steps: int, batch: int) -> list[str]:
+    """CLI arguments of a stage run in ``root``: its paper YAMLs as they are, plus a few steps, no
+    validation, CSV logging, the batch size; for ``test`` (eval), the resolved config with 2 PULSE
+    steps; for ``pulse``, :func:`pulse_argv`; for ``grid``, its last call (:func:`grid_argvs`)."""
+    command, files = STAGES[name]
+    if command == "pulse":
+        return pulse_argv(root, steps, batch)
+    if command == "grid":
+        return grid_argvs(root, steps, batch)[-1]
+    argv = [command] + [a for f in files for a in ("--config", f)]
+    run = f"runs/{name}"
+    common = _common_overrides(batch, run)
     if command == "test":
         import yaml
 
@@ -234,21 +343,8 @@ def stage_argv(name: str, root: Path, steps: int, batch: int) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return ["test", "--config", str(path), *common, "--model.init_args.runtime_images", "1"]
-    total = 6 * steps if name in ("ewplus", "e2e") else steps
-    argv += [
-        *common,
-        "--trainer.max_steps",
-        str(total),
-        "--trainer.limit_val_batches",
-        "0",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--trainer.callbacks+=benchmarks.rehearsal.StepTimer",
-    ]
-    if name in ("ewplus", "e2e"):
-        argv += ["--progressive.steps_per_scale", str(steps)]
+    progressive = name in PROGRESSIVE
+    argv += [*common, *_fit_overrides(steps, 6 * steps if progressive else steps, progressive)]
     if name == "gds":
         argv += ["--data.init_args.num_test", "2"]
     else:
@@ -306,10 +402,56 @@ def run_stage(argv: list[str], root: Path, run: Path) -> dict:
     return info
 
 
+def pulse_step_s(run: Path) -> list[float]:
+    """Seconds per search step of every image ``pulse`` searched (``results.csv``: its batch's time
+    over the batch size, over the steps)."""
+    import csv
+
+    path = run / "results.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [float(r["time_s"]) / max(1, int(r["steps"])) for r in csv.DictReader(f)]
+
+
+def run_grid(root: Path, steps: int, batch: int) -> dict:
+    """The grid stage's calls (:func:`grid_argvs`) one after the other: exit code (the worst), wall
+    seconds (the sum), peak RSS (the largest) and the files written: the tables, every variant's
+    export and evaluation report (:func:`report_grid` gives one line per variant)."""
+    infos = [run_stage(argv, root, root / "runs" / "ablations") for argv in grid_argvs(root, steps, batch)]
+    info: dict = {"rc": max((i.get("rc", 1) for i in infos), key=abs), "wall_s": round(sum(i["wall_s"] for i in infos), 1)}
+    if all("maxrss_kib" in i for i in infos):
+        info["maxrss_kib"] = max(i["maxrss_kib"] for i in infos)
+    errors = [i["error"] for i in infos if i.get("error")]
+    if errors:
+        info["error"] = errors[-1]
+    info["wrote"] = sorted({w for i in infos for w in i["wrote"] if "/" not in w or w.endswith((".pt", "/test/report.json"))})
+    return info
+
+
+def report_grid(out: Path) -> None:
+    """One line per variant of ``<out>/table_ii.csv``: its status, seconds per training step, and
+    whether its evaluation report is there."""
+    import csv
+
+    if not (out / "table_ii.csv").is_file():
+        print(f"    no {out / 'table_ii.csv'}")
+        return
+    with open(out / "table_ii.csv") as f:
+        for row in csv.DictReader(f):
+            v = out / row["variant"]
+            t = json.loads((v / "rehearsal_steps.json").read_text())["step_s"] if (v / "rehearsal_steps.json").is_file() else []
+            per_step = f"{sum(t) / len(t):.1f} s/step over {len(t)} steps" if t else "—"
+            rep = "test/report.json" if (v / "test" / "report.json").is_file() else "no report"
+            print(f"    {row['variant']} ({row['base']}): {row['status']}; {per_step}; {rep}" + (f"; missing {row['missing']}" if row.get("missing") else ""))
+
+
 def report(name: str, info: dict) -> None:
     t = info.get("step_s") or []
     warm = t[1:] or t
     per_step = f"{sum(warm) / len(warm):.1f} s/step (first {t[0]:.1f} s)" if t else "—"
+    if name == "pulse" and t:
+        per_step = f"{sum(t) / len(t):.1f} s/step per image ({len(t)} images)"
     rss = f"{info['maxrss_kib'] / 2**20:.1f} GiB" if "maxrss_kib" in info else "—"
     status = "ok" if info.get("rc") == 0 else f"FAILED: {info.get('error', '')}"
     print(f"[{name}] {status}; {per_step}; peak RSS {rss}; wall {info['wall_s']} s")
@@ -398,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="/tmp/lit_propulse_rehearsal", help="where the files, data and runs go")
     ap.add_argument("--steps", type=int, default=2, help="training steps per stage (per scale for E_W+)")
     ap.add_argument("--batch-size", type=int, default=1, help="batch size (the paper YAMLs use 4; 1 keeps CPU memory and time down)")
-    ap.add_argument("--stages", default="gds,ew,ewplus,e2e_ew,e2e,eval", help="comma-separated stages to run, in order")
+    ap.add_argument("--stages", default=DEFAULT_STAGES, help=f"comma-separated stages to run, in order (of {', '.join(STAGES)})")
     ap.add_argument("--reduced", action="store_true", help="CI mode: one E_W step at 1024 with the critic from its own file")
     ap.add_argument("--flops", action="store_true", help="only print the training FLOPs per stage (meta device)")
     ap.add_argument(
@@ -410,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         f"--encoder-arg=--model.init_args.discriminator.init_args.path=pretrained/{D_FILE} while a YAML still names a critic file without 'd'",
     )
     args = ap.parse_args(argv)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        ap.error(f"--stages: unknown {', '.join(unknown)} (choose from {', '.join(STAGES)})")
     if args.flops:
         print_flops(4)
         return 0
@@ -435,15 +581,31 @@ def main(argv: list[str] | None = None) -> int:
     write_feature_nets(pre, {ARCFACE, VGG16, ALEXNET, INCEPTION, FACENET})
     write_celeba_hq(root / "data" / "CelebA-HQ")
     failed = False
-    for name in [s for s in args.stages.split(",") if s]:
+
+    def run_one(name: str) -> None:
+        nonlocal failed
         files = STAGES[name][1]
         if not all((ROOT / f).is_file() for f in files):
             print(f"[{name}] skipped: {', '.join(f for f in files if not (ROOT / f).is_file())} does not exist")
-            continue
-        extra = args.encoder_arg if name in ("ew", "ewplus", "e2e_ew", "e2e") else []
-        info = run_stage(stage_argv(name, root, args.steps, args.batch_size) + extra, root, root / "runs" / name)
+            return
+        if name == "grid":
+            for need, export in GRID_NEEDS.items():
+                if not (root / "runs" / need / export).is_file():
+                    print(f"[grid] runs/{need}/{export} (read by the variants) is missing: running {need} first")
+                    run_one(need)
+            info = run_grid(root, args.steps, args.batch_size)
+        else:
+            extra = args.encoder_arg if name in ("ew", "ewplus", "e2e_ew", "e2e") else []
+            info = run_stage(stage_argv(name, root, args.steps, args.batch_size) + extra, root, root / "runs" / name)
+            if name == "pulse":
+                info["step_s"] = pulse_step_s(root / "runs" / name)
         report(name, info)
+        if name == "grid":
+            report_grid(root / "runs" / "ablations")
         failed |= info.get("rc") != 0
+
+    for name in stages:
+        run_one(name)
     return 1 if failed else 0
 
 
