@@ -26,6 +26,7 @@ class StageExport(pl.Callback):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+        self._exported_step: int | None = None  # the weights at one global step are written once
 
     def resolve(self, trainer: pl.Trainer) -> str:
         return self.path if os.path.isabs(self.path) else os.path.join(run_dir(trainer), self.path)
@@ -36,6 +37,7 @@ class StageExport(pl.Callback):
         assert_finite(pl_module.state_dict(), f"{path}: not written", DivergedError)  # a diverged run writes no export
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         pl_module.export(path)
+        self._exported_step = trainer.global_step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._export(trainer, pl_module)
@@ -46,7 +48,9 @@ class StageExport(pl.Callback):
         mark_done(self.resolve(trainer), f"global_step {trainer.global_step}")
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint) -> None:
-        self._export(trainer, pl_module)
+        # Lightning saves last.ckpt after on_train_end: the export of that step is already written
+        if trainer.global_step != self._exported_step or not os.path.isfile(self.resolve(trainer)):
+            self._export(trainer, pl_module)
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
