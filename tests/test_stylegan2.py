@@ -184,8 +184,8 @@ def test_trainer_layout_with_args_namespace(tmp_path, G, D):
 
 
 def test_shipped_toy_generator_loads_exactly():
-    """The toy StyleGAN2 shipped in the package (saved before checkpoint I/O moved to
-    networks/checkpoints.py) loads with every tensor, latent_avg and arch as stored."""
+    """The toy StyleGAN2 shipped in the package (a ``GeneratorSnapshot`` export in the port's layout)
+    loads with every tensor, latent_avg and arch as stored."""
     path = Path(lit_propulse.__file__).parent / "data" / "toy_stylegan2_64.pt"
     raw = torch.load(path, weights_only=True)
     G2, D2 = Generator.from_checkpoint(path), Discriminator.from_checkpoint(path)
