@@ -173,6 +173,11 @@ def test_a_weights_file_that_exists_but_is_garbage_raises_instead_of_being_skipp
         MetricSuite(fid="none", niqe=False, attribute_classifier=str(tmp_path))
 
 
+def test_no_grid_images_is_refused_when_the_module_is_built():
+    with pytest.raises(ValueError, match="grid_images must be at least 1"):
+        EvaluationModule([BicubicMethod()], MetricSuite(fid="none", niqe=False), grid_images=0)
+
+
 def test_an_absent_weights_file_is_skipped_with_its_reason_in_the_report(tmp_path):
     import pytorch_lightning as pl
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 from pathlib import Path
 
 import pytest
@@ -468,6 +469,76 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     out = capsys.readouterr().out
     assert out.count("skipped") == 3 and "ewplus: interrupted earlier, resuming from" in out
     assert (tmp_path / "out" / "ewplus" / "ewplus.pt.done").is_file()
+
+
+def test_toy_table_ii_pipeline_runs_every_row(tmp_path, capsys):
+    """experiments/toy/table_ii.yaml (the seeded Table I/II analogue) through ``pipeline --seeds``, every
+    stage shrunk (fixture generator, 2 steps, 1 step per scale), one seed: each variant trains from its
+    own config list and links, and the evaluation scores every row (issue #15)."""
+    import yaml
+
+    from lit_propulse.cli import composed_view
+
+    spec = yaml.safe_load((TOY / "table_ii.yaml").read_text())
+    spec["out_dir"] = str(tmp_path / "out")
+    shrink = ["--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false"]
+    shrink += [f"{a}={b}" for a, b in zip(DATA[::2], DATA[1::2])]
+    for st in spec["stages"]:
+        configs = st["config"] if isinstance(st["config"], list) else [st["config"]]
+        st["config"] = [str(ROOT / c) for c in configs]
+        if st.get("command") == "test":
+            continue
+        text = "".join((ROOT / c).read_text() for c in configs)
+        extra = list(shrink)
+        if st["name"] in ("gds", "e2e_ew"):
+            extra.append(f"--model.init_args.gds.init_args.path={FIX}")
+        if st["name"] == "psp":
+            extra += ["--model.init_args.encoder.init_args.w_dim=64", f"--model.init_args.generator.init_args.path={FIX}"]
+        elif st["name"] != "gds":
+            extra.append("--model.init_args.encoder.init_args.w_dim=64")
+            if "discriminator: null" not in text:
+                extra.append(f"--model.init_args.discriminator.init_args.path={FIX}")
+        if "ewplus" in configs[0] or st["name"] == "e2e":
+            extra.append("--progressive.steps_per_scale=1")
+        st["overrides"] = [o for o in st.get("overrides", []) if not o.startswith(("--trainer.max_steps", "--progressive"))] + extra
+    # the evaluation: its YAML (base) with the generator-bound methods on the fixture, 3 PULSE/refinement steps, no metric nets
+    ev_stage = spec["stages"][-1]
+    methods = composed_view(ev_stage["config"][0])["model"]["init_args"]["methods"]
+    for m in methods:
+        args = m["init_args"]
+        if args["name"] == "PULSE":
+            args.update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
+        if args["name"] == "pSp":
+            args["generator"] = FIX
+        if args["name"] == "Pro-PULSE refined":
+            args["config"] = {"max_steps": 3}
+    ev = {
+        "base": ev_stage["config"][0],
+        "trainer": {"enable_progress_bar": False},
+        "model": {"init_args": {"methods": methods, "metrics": {"init_args": {"attribute_classifier": None, "niqe": False, "fid": "none"}}}},
+        "data": {"init_args": {"num_train": 4, "num_test": 4, "batch_size": 4}},
+    }
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
+    ev_stage["config"] = str(tmp_path / "eval.yaml")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["pipeline", "--config", str(tmp_path / "p.yaml"), "--seeds", "5"]) == 0
+    run = tmp_path / "out" / "seed5"
+    rows = json.loads((run / "eval" / "report.json").read_text())["results"]
+    assert list(rows) == [m["init_args"]["name"] for m in methods] and len(rows) == 12
+    assert all(r["count"] == 4 for r in rows.values())
+    # each E_W+ row read its own stage's export: different weights give different L_DS
+    ewplus_rows = ["Pro-PULSE", "E_W+ direct", "E2E", "without E_W", "without G_ds", "without L_rec", "without L_adv"]
+    assert len({rows[n]["l_ds"] for n in ewplus_rows}) == len(ewplus_rows)
+    links = yaml.safe_load((run / "eval" / "pipeline_links.yaml").read_text())["model"]["init_args"]["methods"]
+    by_name = {m["init_args"]["name"]: m["init_args"] for m in links}
+    assert by_name["E2E"]["gds"] == str(run / "e2e" / "ewplus_gds.pt") and by_name["without L_adv"]["encoder"] == str(run / "without_adv" / "ewplus.pt")
+    assert yaml.safe_load((run / "e2e" / "pipeline_links.yaml").read_text())["model"]["init_args"]["gds"]["init_args"]["path"] == str(
+        run / "e2e_ew" / "ew_gds.pt"
+    )
+    direct = yaml.safe_load((run / "ewplus_direct" / "config.yaml").read_text())
+    assert direct["model"]["init_args"]["ew_encoder"] is None and direct["progressive"]["direct"] is True
+    assert "| Pro-PULSE |" in (tmp_path / "out" / "seeds.md").read_text()
+    assert "seeds 5 done" in capsys.readouterr().out
 
 
 def test_stage_test_command_reports_metrics_of_the_checkpoint(stages, tmp_path):

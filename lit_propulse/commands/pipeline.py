@@ -13,7 +13,7 @@ The pipeline file::
       - name: gds                                   # run directory <out_dir>/<name> (trainer.default_root_dir)
         config: experiments/toy/gds.yaml
         export: gds.pt                              # written by the stage's StageExport callback
-        links: {}                                   # config key -> name of an earlier stage (its export)
+        links: {}                                   # config key -> an earlier stage (its export), or stage/<file>
         overrides: []                               # extra command-line overrides
       - name: ew
         config: experiments/toy/ew.yaml
@@ -37,6 +37,16 @@ Each stage runs as ``<command> --config <config> --config <out_dir>/<name>/pipel
 linked item, ``methods[E_W]``, is written whole: the one item whose ``init_args.name`` is ``E_W`` changed).
 The stage writes everything (export, checkpoints, logs) in its run directory whatever its logger, so a
 stage may log to CSV, TensorBoard, W&B or nothing (``overrides: [--trainer.logger=false]``).
+A link's value is an earlier stage's name (its export) or ``<stage>/<file>``, another file that stage
+writes in its run directory (``e2e_ew/ew_gds.pt``, the E2E stage's G_ds). A stage's ``config`` may be a list: the stage YAML, then deltas applied after it in order (an ablation
+variant: ``config: [experiments/toy/ewplus.yaml, experiments/ablations/without_adv.yaml]``); its links
+are checked against the first.
+
+``--seeds 0,1,2`` runs the whole pipeline once per seed, in ``<out_dir>/seed<S>`` with
+``--seed_everything=S`` for every stage (resumable per seed as above), then writes ``<out_dir>/seeds.md``
+and ``seeds.json``: every evaluation stage's metrics as mean ± std over the seeds
+(:mod:`lit_propulse.evaluation.seeds`). ``experiments/toy/table_ii.yaml`` is such a pipeline: the toy
+Table I and Table II analogues with equal total steps for every variant (docs/toy-domain.md).
 """
 
 from __future__ import annotations
@@ -63,12 +73,20 @@ _LINK_PART = re.compile(r"\[([^\]]+)\]|([^.\[\]]+)")
 @dataclass
 class Stage:
     name: str
-    config: str
+    config: str | list[str]  # a list: the stage's YAML then deltas on it (e.g. an ablation variant), in order
     export: str
     links: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     command: str = "fit"
     optional: bool = False  # never run here; used by later stages when its export is finished (module docstring)
+
+    @property
+    def configs(self) -> list[str]:
+        return [self.config] if isinstance(self.config, str) else list(self.config)
+
+    @property
+    def config_text(self) -> str:
+        return " + ".join(self.configs)
 
 
 def read_pipeline(path: str) -> tuple[str, list[Stage]]:
@@ -85,14 +103,16 @@ def read_pipeline(path: str) -> tuple[str, list[Stage]]:
         if unknown or missing:
             raise UserFacingError(f"{path}: stage {i}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
         stage = Stage(**raw)
+        if not stage.configs or not all(isinstance(c, str) and c for c in stage.configs):
+            raise UserFacingError(f"{path}: stage {stage.name!r}: config must be a YAML path or a list of them, got {stage.config!r}")
         if stage.command not in ("fit", "test"):
             raise UserFacingError(f"{path}: stage {stage.name!r}: command must be 'fit' or 'test', got {stage.command!r}")
         earlier = {s.name for s in stages}
-        bad = {k: v for k, v in stage.links.items() if v not in earlier}
+        bad = {k: v for k, v in stage.links.items() if link_stage(v) not in earlier or v.endswith("/")}
         if bad:
             raise UserFacingError(f"{path}: stage {stage.name!r} links to stages that do not come before it: {bad}")
         optional = {s.name for s in stages if s.optional}
-        loose = [k for k, v in stage.links.items() if v in optional and not any(isinstance(p, tuple) for p in link_parts(k))]
+        loose = [k for k, v in stage.links.items() if link_stage(v) in optional and not any(isinstance(p, tuple) for p in link_parts(k))]
         if loose:
             raise UserFacingError(
                 f"{path}: stage {stage.name!r}: links to an optional stage must point into a named list item (e.g. "
@@ -100,6 +120,17 @@ def read_pipeline(path: str) -> tuple[str, list[Stage]]:
             )
         stages.append(stage)
     return str(spec.get("out_dir", "runs/pipeline")), stages
+
+
+def link_stage(value: str) -> str:
+    """A link's stage: ``ew`` (its export) or ``e2e_ew/ew_gds.pt`` (another file in its run directory) -> ``ew`` / ``e2e_ew``."""
+    return str(value).split("/", 1)[0]
+
+
+def link_target(value: str, out_dir: str, exports: dict[str, str]) -> str:
+    """The path a link value points to: the stage's export, or ``<out_dir>/<stage>/<file>``."""
+    stage, _, rest = str(value).partition("/")
+    return os.path.join(out_dir, stage, rest) if rest else exports[stage]
 
 
 def link_parts(key: str) -> list[str | tuple[str]]:
@@ -201,18 +232,61 @@ def _last_val(run_dir: str) -> str:
     return "-"
 
 
+def _seed_list(text: str | None) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]; distinct integers."""
+    if text is None:
+        return []
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserFacingError(f"--seeds {text!r}: expected distinct comma-separated integers, e.g. --seeds 0,1,2")
+    return seeds
+
+
 @register_command("pipeline", "run the Pro-PULSE stages in order (G_ds -> E_W -> E_W+), each export feeding the next")
 def run(argv: list[str]) -> int:
-    from lit_propulse.cli import main
-
     ap = argparse.ArgumentParser(prog="python -m lit_propulse pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="pipeline YAML (e.g. experiments/toy/pipeline.yaml)")
     ap.add_argument("--force", action="store_true", help="re-run stages whose export already exists")
     ap.add_argument("--out_dir", default=None, help="override the pipeline's out_dir")
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="run the whole pipeline once per seed, in <out_dir>/seed<S> with --seed_everything=S for every stage, then "
+        "write <out_dir>/seeds.md and seeds.json: each evaluation stage's metrics as mean ± std over the seeds",
+    )
     ap.add_argument("overrides", nargs="*", help="overrides passed to every stage (e.g. --trainer.max_steps=10)")
     args, extra = ap.parse_known_args(argv)
+    seeds = _seed_list(args.seeds)
     out_dir, stages = read_pipeline(args.config)
     out_dir = args.out_dir or out_dir
+    if not seeds:
+        return _run_once(args.config, stages, out_dir, args.force, list(args.overrides), list(extra))
+    if any(a.split("=")[0] == "--seed_everything" for a in [*args.overrides, *extra]):
+        raise UserFacingError("--seeds sets --seed_everything for every stage; give one or the other")
+    from lit_propulse.evaluation.seeds import summarise_reports, write_seed_summary
+
+    for seed in seeds:
+        print(f"[pipeline] seed {seed}: {os.path.join(out_dir, f'seed{seed}')}")
+        code = _run_once(args.config, stages, os.path.join(out_dir, f"seed{seed}"), args.force, list(args.overrides), [*extra, f"--seed_everything={seed}"])
+        if code != 0:
+            return code
+    summaries = {
+        s.name: summarise_reports({seed: os.path.join(out_dir, f"seed{seed}", s.name, s.export) for seed in seeds}) for s in stages if s.command == "test"
+    }
+    if summaries:
+        paths = write_seed_summary(out_dir, summaries, f"Pipeline {args.config}", [f"Per-seed runs: `{out_dir}/seed<S>/` (each with its report.md)."])
+        print(f"[pipeline] seeds {','.join(map(str, seeds))} done: {paths['md']}")
+    return 0
+
+
+def _run_once(config: str, stages: list[Stage], out_dir: str, force: bool, overrides: list[str], extra: list[str]) -> int:
+    """One run of the pipeline's stages into ``out_dir`` (``overrides``: fit stages only; ``extra``: every stage)."""
+    from lit_propulse.cli import main
+
     exports = {s.name: os.path.join(out_dir, s.name, s.export) for s in stages}
     rows = []
     absent: set[str] = set()  # optional stages without a finished export
@@ -220,6 +294,7 @@ def run(argv: list[str]) -> int:
     for stage in stages:
         run_dir = os.path.join(out_dir, stage.name)
         export = exports[stage.name]
+        config_args = [a for c in stage.configs for a in ("--config", c)]
         if stage.optional:
             if is_done(export):
                 found.add(stage.name)
@@ -229,12 +304,13 @@ def run(argv: list[str]) -> int:
                 absent.add(stage.name)
                 print(
                     f"[pipeline] {stage.name}: optional, not run here and no finished {export}: later stages run without it "
-                    f"(train it with python -m lit_propulse {stage.command} --config {stage.config} --trainer.default_root_dir {run_dir})"
+                    f"(train it with python -m lit_propulse {stage.command} {' '.join(config_args)} --trainer.default_root_dir {run_dir})"
                 )
                 rows.append((stage, "optional: not run, no export", "-"))
             continue
-        plan = plan_stage(run_dir, export, stage.command, args.force)
-        newer = [v for v in stage.links.values() if v in found and os.path.isfile(export) and os.path.getmtime(exports[v]) > os.path.getmtime(export)]
+        plan = plan_stage(run_dir, export, stage.command, force)
+        used = {link_stage(v) for v in stage.links.values()}
+        newer = [v for v in used if v in found and os.path.isfile(export) and os.path.getmtime(exports[v]) > os.path.getmtime(export)]
         if plan.skip and newer:
             print(f"[pipeline] {stage.name}: {exports[newer[0]]} is newer than {export}: running it again")
             plan = plan_stage(run_dir, export, stage.command, force=True)
@@ -242,15 +318,13 @@ def run(argv: list[str]) -> int:
             print(f"[pipeline] {stage.name}: {export} exists, skipped (--force to re-run)")
             rows.append((stage, "skipped (exists)", "-"))
             continue
-        print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} --config {stage.config} (run dir {run_dir})")
-        configs = ["--config", stage.config]
+        print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} {' '.join(config_args)} (run dir {run_dir})")
         if stage.links:
-            linked = {k: exports[v] for k, v in stage.links.items() if v not in absent}
-            dropped = [k for k, v in stage.links.items() if v in absent]
-            links = write_links(stage.config, linked, os.path.join(run_dir, "pipeline_links.yaml"), dropped)
-            configs += ["--config", links]
-        cli = [stage.command, *configs, "--trainer.default_root_dir", run_dir]
-        cli += list(stage.overrides) + ([] if stage.command == "test" else list(args.overrides)) + list(extra)
+            linked = {k: link_target(v, out_dir, exports) for k, v in stage.links.items() if link_stage(v) not in absent}
+            dropped = [k for k, v in stage.links.items() if link_stage(v) in absent]
+            config_args += ["--config", write_links(stage.configs[0], linked, os.path.join(run_dir, "pipeline_links.yaml"), dropped)]
+        cli = [stage.command, *config_args, "--trainer.default_root_dir", run_dir]
+        cli += list(stage.overrides) + ([] if stage.command == "test" else overrides) + extra
         if plan.ckpt_path:  # an interrupted stage (checkpoint, no finished marker) continues where it stopped
             print(f"[pipeline] {stage.name}: interrupted earlier, resuming from {plan.ckpt_path}")
             cli += ["--ckpt_path", plan.ckpt_path]
@@ -260,7 +334,7 @@ def run(argv: list[str]) -> int:
             return code
         if not os.path.isfile(export):
             raise UserFacingError(
-                f"stage {stage.name!r} finished but wrote no {export}: does {stage.config} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?"
+                f"stage {stage.name!r} finished but wrote no {export}: does {stage.config_text} have a StageExport callback (fit) or an EvaluationModule (test) writing {stage.export!r}?"
             )
         if stage.command == "fit":
             mark_done(export)  # the fit completed (also when resumed at its very end)
@@ -268,10 +342,10 @@ def run(argv: list[str]) -> int:
     report = os.path.join(out_dir, "report.md")
     os.makedirs(out_dir, exist_ok=True)
     with open(report, "w") as f:
-        f.write(f"# Pro-PULSE pipeline: {args.config}\n\n| stage | config | export | checkpoint | wall time | last validation |\n|---|---|---|---|---|---|\n")
+        f.write(f"# Pro-PULSE pipeline: {config}\n\n| stage | config | export | checkpoint | wall time | last validation |\n|---|---|---|---|---|---|\n")
         for stage, wall, val in rows:
             ck = last_checkpoint(os.path.join(out_dir, stage.name))
-            f.write(f"| {stage.name} | `{stage.config}` | `{exports[stage.name]}` | `{ck if os.path.isfile(ck) else '-'}` | {wall} | {val} |\n")
+            f.write(f"| {stage.name} | `{stage.config_text}` | `{exports[stage.name]}` | `{ck if os.path.isfile(ck) else '-'}` | {wall} | {val} |\n")
         f.write("\nValidation panels: `<stage>/images/val_latest.png` (columns in `<stage>/images/columns.txt`).\n")
         for stage in stages:
             sub = os.path.join(out_dir, stage.name, "report.md")
@@ -282,6 +356,6 @@ def run(argv: list[str]) -> int:
                 body = body.replace("`grid.png`", f"![grid]({stage.name}/grid.png)\n\n`grid.png`").replace(
                     "`strip.png`", f"![strip]({stage.name}/strip.png)\n\n`strip.png`"
                 )
-                f.write(f"\n---\n\n## Stage {stage.name}: {stage.config}\n\n" + body.replace("\n# ", "\n### ").replace("\n## ", "\n### ").lstrip("# "))
+                f.write(f"\n---\n\n## Stage {stage.name}: {stage.config_text}\n\n" + body.replace("\n# ", "\n### ").replace("\n## ", "\n### ").lstrip("# "))
     print(f"[pipeline] done: {report}")
     return 0

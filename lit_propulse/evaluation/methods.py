@@ -16,6 +16,7 @@ often call them FLOPs; the report gives both columns (:data:`FLOPS_CONVENTION`).
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import replace
 from typing import Literal
 
@@ -185,6 +186,9 @@ class PULSEMethod(SRMethod):
         eps: ε; None = the metric suite's (or ``config.eps`` outside an evaluation module).
         steps: search steps; None = the preset's / config's (100).
         cache_dir: Gaussian-fit cache (None = the default cache directory).
+        seed: base seed of the searches' initialisations (each image's own seed mixes it with the image's
+            dataset index); None = the run's ``seed_everything`` when one is set (so ``pipeline --seeds``
+            varies PULSE's initialisations as it varies the encoders' training), else the config's (0).
     """
 
     feedforward = False
@@ -198,6 +202,7 @@ class PULSEMethod(SRMethod):
         eps: float | None = None,
         steps: int | None = None,
         cache_dir: str | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(name)
         from lit_propulse.networks.stylegan2 import Generator
@@ -206,7 +211,8 @@ class PULSEMethod(SRMethod):
         if config is not None and preset != "corrected":
             raise ValueError(f"PULSEMethod {name!r}: give either preset={preset!r} or a config, not both")
         base = config if config is not None else PULSEConfig.preset(preset)
-        overrides = {k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None}
+        overrides = {k: v for k, v in (("eps", eps), ("steps", steps), ("seed", seed)) if v is not None}
+        self._seed_from_run = seed is None
         self.config = replace(base, **overrides)
         self.preset = _preset_name(self.config)
         self._eps_set = eps is not None or (config is not None and config.eps != _DEFAULT_EPS)
@@ -233,12 +239,17 @@ class PULSEMethod(SRMethod):
         c = self.config
         keep = "best iterate by L_DS" if c.keep == "best" else "last iterate"
         gc = "GEOCROSS on unit vectors" if c.loss.geocross_unit_vectors else "GEOCROSS on the raw W rows"
-        return f"PULSE preset '{self.preset}': {keep}, {gc}, Gaussian fit of {c.gaussian_fit_samples:,} z, {c.steps} steps, ε = {c.eps:g}"
+        return f"PULSE preset '{self.preset}': {keep}, {gc}, Gaussian fit of {c.gaussian_fit_samples:,} z, {c.steps} steps, ε = {c.eps:g}, seed {c.seed}"
 
     def prepare(self) -> None:
         if self._ready:
             return
-        from lit_propulse.pulse import GaussianFit
+        from lit_propulse.pulse import PULSE, GaussianFit
+
+        run_seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (the CLI's --seed_everything)
+        if self._seed_from_run and run_seed is not None and int(run_seed) != self.config.seed:
+            self.config = replace(self.config, seed=int(run_seed))
+            self.pulse = PULSE(self.pulse.generator, self.pulse.gaussian_fit, self.config)
 
         with torch.inference_mode(False):
             G = self.pulse.generator

@@ -220,6 +220,8 @@ class EvaluationModule(pl.LightningModule):
         names = [m.name for m in methods]
         if len(set(names)) != len(names):
             raise ValueError(f"method names must be unique, got {names}")
+        if int(grid_images) < 1:
+            raise ValueError(f"grid_images must be at least 1 (the test images shown in grid.png and strip.png), got {grid_images}")
         self.methods = nn.ModuleList(methods)
         self.metrics = metrics if metrics is not None else MetricSuite()
         for m in methods:
