@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from lit_propulse.core.machine import cpu_name, load_average
 from lit_propulse.networks.encoders import EWPlusEncoder
 from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Discriminator, Generator
@@ -51,23 +52,6 @@ from lit_propulse.pulse import PULSE, GaussianFit, PULSEConfig
 
 LR_SIZE = {64: 8, 256: 16, 1024: 16}
 TOY_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def standard_generator(size: int, seed: int = 0) -> Generator:

@@ -11,7 +11,6 @@ the FIR up/down-sampling (Blur / Upsample modules), which must not be the bottle
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from contextlib import nullcontext
 
@@ -19,18 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from lit_propulse.core.machine import cpu_name
 from lit_propulse.networks.stylegan2 import Generator
 from lit_propulse.networks.upfirdn2d import Blur, Upsample
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def timeit(fn, min_time: float = 3.0, warmup: int = 1) -> float:

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import importlib
 import os
-import platform
 import sys
 import time
 import types
@@ -44,25 +43,9 @@ from pathlib import Path
 
 import torch
 
+from lit_propulse.core.machine import cpu_name, load_average
 from lit_propulse.networks.checkpoints import ours_to_port
 from lit_propulse.networks.stylegan2 import Generator
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def import_port(port_dir: str | os.PathLike):
