@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,11 @@ class SRMethod(nn.Module, abc.ABC):
     def settings(self) -> str:
         """One line naming the method's settings in the report ("" = nothing to say)."""
         return ""
+
+    def merge_processes(self, gather: Callable[[Any], list[Any]]) -> None:
+        """After a multi-process evaluation, before :meth:`settings` summarises the run: merge what this
+        process recorded per image with the other processes' (``gather(obj)`` returns every process's
+        ``obj``, in rank order). Nothing to merge by default."""
 
     @abc.abstractmethod
     def upsample(self, batch: SRBatch) -> ImageOutput:

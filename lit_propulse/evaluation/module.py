@@ -254,9 +254,20 @@ class EvaluationModule(pl.LightningModule):
             self._run.add(method.name, out, batch, batch_idx, time.perf_counter() - t0, method.show_sides)
 
     def on_test_epoch_end(self) -> None:
-        # settings again, after the run: a method may summarise what it did (the refinement: images within ε, steps)
+        # settings again, after the run: a method may summarise what it did (the refinement: images within ε, steps),
+        # over every process's images
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            for m in self.methods:
+                m.merge_processes(_all_gather_object)
         self._run.settings.update({m.name: line for m in self.methods if (line := m.settings())})
         self.results = self._run.finish(self.trainer, self, self.title, self.output_dir)
 
     def configure_optimizers(self) -> None:
         return None
+
+
+def _all_gather_object(obj: Any) -> list[Any]:
+    """``obj`` from every process, in rank order (``torch.distributed.all_gather_object``)."""
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, obj)
+    return parts

@@ -85,6 +85,14 @@ class RefineMethod(SRMethod):
             line += f"; {ok}/{n} images met ε, steps per image mean {sum(steps) / n:.2f}, median {steps[n // 2]}, max {steps[-1]}"
         return line
 
+    def merge_processes(self, gather) -> None:
+        """Every process's per-image records (each image is evaluated by one process), so the settings
+        line counts all test images under DDP."""
+        merged: dict[int, dict] = {}
+        for part in gather(self.records):
+            merged.update(part)
+        self.records = merged
+
     def flops_per_image(self, batch: SRBatch) -> float:
         """encoder + synthesis x (1 + 3 x steps) (+ one G_ds render with ``show_sides``) on the batch's
         first image; counting the refinement itself under FlopCounterMode is not possible (its

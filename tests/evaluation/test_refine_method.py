@@ -50,3 +50,40 @@ def test_flops_are_the_encoder_and_a_synthesis_per_evaluation_and_backward(expor
         plain = count_flops(ProPulseMethod("p", exports["gds"], exports["ewplus"], ew=exports["ew"]).upsample, b)  # + the side heads
     assert encoder > 0 and synthesis > 0 and flops == pytest.approx(encoder + (1 + 3 * steps) * synthesis, rel=1e-6)
     assert flops > plain if steps else flops < plain
+
+
+def _ddp_refine_worker(rank: int, world: int, port: int, exports: dict, out: str) -> None:
+    import os
+
+    import pytorch_lightning as pl
+
+    from datamodules.toy_faces import ToyFacesDataModule
+    from lit_propulse.evaluation.module import EvaluationModule
+    from lit_propulse.evaluation.suite import MetricSuite
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), NODE_RANK="0")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    dm = ToyFacesDataModule(hr_size=SIZE, lr_size=LR, num_train=4, num_test=5, batch_size=2, hflip=False)
+    method = RefineMethod("refined", exports["gds"], exports["ewplus"], ew=exports["ew"], config=RefineConfig(max_steps=2))
+    model = EvaluationModule([method], MetricSuite(eps=1e-9, fid="none", niqe=False), output_dir=out, grid_images=2, runtime_images=0)
+    trainer = pl.Trainer(accelerator="cpu", devices=world, strategy="ddp", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=dm, verbose=False)
+    torch.distributed.destroy_process_group()
+
+
+def test_settings_line_counts_every_process_images_under_ddp(exports, tmp_path):
+    """Two processes share 5 test images: the refinement's settings line in the report counts all 5
+    (each process records only its own; they are merged before the line is written)."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_refine_worker, args=(2, port, exports, str(tmp_path)), nprocs=2, join=True)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["world_size"] == 2 and rep["num_images"] == 5
+    assert "; 0/5 images met ε, steps per image mean 2.00" in rep["results"]["refined"]["settings"]
