@@ -640,6 +640,10 @@ def render_toy_face(
     return draw_toy_face(factors, size, supersample), toy_attributes(factors)
 
 
+#: cache modes that keep renders in memory (or not at all); any other string is a cache directory
+_MEMORY_MODES = ("lazy", "memory", "none")
+
+
 def _check_toy_args(split: str, hr_size: int, lr_size: int, seed: int, num_train: int, num_test: int, cache: str, supersample: int) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -654,8 +658,8 @@ def _check_toy_args(split: str, hr_size: int, lr_size: int, seed: int, num_train
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     if not isinstance(cache, str) or cache == "":
-        raise ValueError(f"cache must be 'memory', 'none' or a directory path, got {cache!r}")
-    if cache not in ("memory", "none") and os.path.exists(cache) and not os.path.isdir(cache):
+        raise ValueError(f"cache must be 'lazy', 'memory', 'none' or a directory path, got {cache!r}")
+    if cache not in _MEMORY_MODES and os.path.exists(cache) and not os.path.isdir(cache):
         raise ValueError(f"cache directory {cache!r} exists and is not a directory")
 
 
@@ -675,9 +679,12 @@ class ToyFacesDataset(Dataset):
         seed: domain seed; (seed, render index) determines every face.
         num_train: number of train faces (also the render index where the test split starts).
         num_test: number of test faces.
-        cache: "memory" = render the whole split on first access and keep it as uint8;
-            "none" = render every item on each access; any other string = a directory holding an
-            ``.npy`` cache keyed by version/seed/size/index range (written on first use, then memory-mapped).
+        cache: "lazy" (default) = render each item on its first access and keep it as uint8, so a run
+            that reads part of the split renders only that part (a short toy stage reads a third of
+            it); "memory" = render the whole split on first access and keep it; "none" = render
+            every item on each access; any other string = a directory holding an ``.npy`` cache keyed
+            by version/seed/size/index range (written on first use, then memory-mapped). Every mode
+            gives the same items.
         supersample: supersampling factor of the renderer (4 = antialiased; 1 = aliased).
     """
 
@@ -689,7 +696,7 @@ class ToyFacesDataset(Dataset):
         seed: int = 0,
         num_train: int = 20000,
         num_test: int = 1000,
-        cache: str = "memory",
+        cache: str = "lazy",
         supersample: int = 4,
     ) -> None:
         _check_toy_args(split, hr_size, lr_size, seed, num_train, num_test, cache, supersample)
@@ -703,6 +710,7 @@ class ToyFacesDataset(Dataset):
         self.length = num_train if split == "train" else num_test
         self._images: np.ndarray | None = None  # [N, H, W, 3] uint8 once materialised
         self._attrs: np.ndarray | None = None  # [N, A] uint8 once materialised
+        self._rendered: np.ndarray | None = None  # [N] bool: which items "lazy" has rendered
 
     @property
     def attr_names(self) -> tuple[str, ...]:
@@ -717,7 +725,7 @@ class ToyFacesDataset(Dataset):
 
     def cache_files(self) -> tuple[Path, Path] | None:
         """(images, attrs) ``.npy`` paths of a directory cache; None for "memory" / "none"."""
-        if self.cache in ("memory", "none"):
+        if self.cache in _MEMORY_MODES:
             return None
         key = f"toy_faces_v{TOY_FACES_VERSION}_seed{self.seed}_hr{self.hr_size}_ss{self.supersample}_idx{self.start}-{self.start + self.length}"
         root = Path(self.cache)
@@ -733,8 +741,9 @@ class ToyFacesDataset(Dataset):
                 log.info("toy faces %s: rendered %d / %d", self.split, i + 1, self.length)
 
     def materialize(self) -> None:
-        """Render (or load) the whole split now; a no-op with ``cache="none"`` or when done."""
-        if self.cache == "none" or self._images is not None:
+        """Render (or load) the whole split now; a no-op with ``cache="none"`` or ``"lazy"`` (which
+        renders per item) or when done."""
+        if self.cache in ("none", "lazy") or self._images is not None:
             return
         shape = (self.length, self.hr_size, self.hr_size, 3)
         files = self.cache_files()
@@ -771,6 +780,16 @@ class ToyFacesDataset(Dataset):
         if self.cache == "none":
             img, labels = render_toy_face(self.seed, self.start + i, self.hr_size, self.supersample)
             attrs = np.asarray(list(labels.values()), np.float32)
+        elif self.cache == "lazy":
+            if self._images is None:  # np.empty: pages are only touched as items are rendered
+                self._images = np.empty((self.length, self.hr_size, self.hr_size, 3), np.uint8)
+                self._attrs = np.empty((self.length, len(TOY_ATTRIBUTES)), np.uint8)
+                self._rendered = np.zeros(self.length, bool)
+            if not self._rendered[i]:  # type: ignore[index]
+                img, labels = render_toy_face(self.seed, self.start + i, self.hr_size, self.supersample)
+                self._images[i], self._attrs[i] = img, list(labels.values())  # type: ignore[index]
+                self._rendered[i] = True  # type: ignore[index]
+            img, attrs = self._images[i], self._attrs[i]  # type: ignore[index]
         else:
             self.materialize()
             img, attrs = self._images[i], self._attrs[i]  # type: ignore[index]
@@ -795,8 +814,9 @@ class ToyFacesDataModule(SRDataModule):
             which only drives the train order and flips.
         num_train: number of train faces (render indices [0, num_train)).
         num_test: number of test faces (render indices [num_train, num_train + num_test)).
-        cache: "memory" (render each split once, in ``setup``), "none" (render per item) or a
-            directory for an ``.npy`` cache written in ``prepare_data``.
+        cache: "lazy" (default: render each face when first read, keep it; DataLoader workers keep
+            their own), "memory" (render each split once, in ``setup``), "none" (render per item) or
+            a directory for an ``.npy`` cache written in ``prepare_data``.
         supersample: renderer supersampling factor (4 = antialiased).
         **kwargs: loader settings of :class:`~datamodules.base.SRDataModule` (batch_size,
             num_workers, val_batch_size, pin_memory, seed, val_subset, shuffle_train,
@@ -810,7 +830,7 @@ class ToyFacesDataModule(SRDataModule):
         render_seed: int = 0,
         num_train: int = 20000,
         num_test: int = 1000,
-        cache: str = "memory",
+        cache: str = "lazy",
         supersample: int = 4,
         **kwargs: Any,
     ) -> None:
@@ -843,7 +863,7 @@ class ToyFacesDataModule(SRDataModule):
 
     def prepare_data(self) -> None:
         """Write the directory cache (rank 0 only, as Lightning calls it); nothing for memory / none."""
-        if self.cache not in ("memory", "none"):
+        if self.cache not in _MEMORY_MODES:
             for split in ("train", "test"):
                 self._make(split).materialize()
 

@@ -11,6 +11,7 @@ import torch
 from datamodules.toy_faces import (
     TOY_ATTRIBUTES,
     ToyFaceFactors,
+    ToyFacesDataModule,
     ToyFacesDataset,
     render_toy_face,
     sample_toy_factors,
@@ -224,10 +225,10 @@ def test_splits_are_disjoint_by_render_index():
 
 
 def test_cache_modes_agree(tmp_path):
-    none, memory = _ds("test"), _ds("test", cache="memory")
+    none, memory, lazy = _ds("test"), _ds("test", cache="memory"), _ds("test", cache="lazy")
     disk = _ds("test", cache=str(tmp_path / "cache"))
-    for i in range(len(none)):
-        for other in (memory, disk):
+    for i in reversed(range(len(none))):
+        for other in (memory, disk, lazy):
             a, b = none[i], other[i]
             assert all(torch.equal(a[k], b[k]) for k in ("hr", "lr", "attrs"))
     img_path, attr_path = disk.cache_files()
@@ -238,6 +239,29 @@ def test_cache_modes_agree(tmp_path):
     again.materialize()
     assert isinstance(again._images, np.memmap)
     assert torch.equal(again[3]["hr"], none[3]["hr"])
+
+
+def test_lazy_cache_renders_each_read_face_once_and_no_other(monkeypatch):
+    """The default "lazy" mode: reading 3 of 5 faces (one twice) renders exactly those 3, once each;
+    "memory" renders all 5 up front."""
+    import datamodules.toy_faces as toy
+
+    calls: list[int] = []
+    real = toy.render_toy_face
+
+    def counting(seed, index, size, supersample):
+        calls.append(index)
+        return real(seed, index, size, supersample)
+
+    monkeypatch.setattr(toy, "render_toy_face", counting)
+    lazy = _ds("test", cache="lazy")
+    assert ToyFacesDataset("test").cache == "lazy" and ToyFacesDataModule().cache == "lazy"  # the defaults
+    lazy.materialize()  # a no-op for lazy
+    first = [lazy[i]["hr"] for i in (4, 1, 4, 2)]
+    assert sorted(calls) == [7, 8, 10] and torch.equal(first[0], first[2])
+    calls.clear()
+    _ds("test", cache="memory")[0]
+    assert sorted(calls) == [6, 7, 8, 9, 10]
 
 
 @pytest.mark.parametrize(
