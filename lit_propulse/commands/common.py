@@ -322,8 +322,40 @@ def find_exports(checkpoint: str | os.PathLike) -> dict[str, str]:
     return found
 
 
+#: the packaged toy files (``lit_propulse/data``): stage exports (may be absent) and the toy StyleGAN2
+PACKAGED_EXPORTS = {"gds": "toy_gds_64.pt", "ewplus": "toy_ewplus_64.pt", "ew": "toy_ew_64.pt"}
+PACKAGED_GENERATOR = "toy_stylegan2_64.pt"
+
+
+def packaged(name: str) -> str | None:
+    """The packaged file ``lit_propulse/data/<name>``, or None when this install does not ship it."""
+    path = Path(__file__).resolve().parent.parent / "data" / name
+    return str(path) if path.is_file() else None
+
+
+def default_model_files(args: argparse.Namespace) -> tuple[dict[str, str | None], list[str]]:
+    """``--gds/--encoder/--ew`` filled with the packaged toy exports when none of ``--checkpoint``,
+    ``--gds``, ``--encoder`` was given; returns the defaults used and the packaged files absent."""
+    if args.checkpoint or args.gds or args.encoder:
+        return {}, []
+    gds, ewplus, ew = (packaged(PACKAGED_EXPORTS[k]) for k in ("gds", "ewplus", "ew"))
+    used = {"gds": gds, "encoder": ewplus or ew, "ew": ew if ewplus else None}
+    absent = [f"lit_propulse/data/{PACKAGED_EXPORTS['gds']}"] if gds is None else []
+    if ewplus is None and ew is None:
+        absent.append(f"lit_propulse/data/{PACKAGED_EXPORTS['ewplus']} or {PACKAGED_EXPORTS['ew']}")
+    if args.ew is None and used["ew"] is not None:
+        args.ew = used["ew"]
+    args.gds, args.encoder = used["gds"], used["encoder"]
+    return used, absent
+
+
 def resolve_model_files(args: argparse.Namespace) -> tuple[str, str, str | None]:
-    """(gds, encoder, ew) from --checkpoint and the explicit flags (flags win)."""
+    """(gds, encoder, ew) from --checkpoint and the explicit flags (flags win); with none of
+    ``--checkpoint``, ``--gds``, ``--encoder``, the toy exports packaged in ``lit_propulse/data`` when
+    this install ships them (:func:`default_model_files`)."""
+    used, absent = default_model_files(args)
+    if used and not absent:
+        print(f"model: none given; the toy exports packaged in lit_propulse/data ({used['gds']}, {used['encoder']}): 64x64 toy faces")
     found = find_exports(args.checkpoint) if args.checkpoint else {}
     gds = args.gds or found.get("gds")
     encoder = args.encoder or found.get("ewplus") or found.get("ew")
@@ -334,6 +366,7 @@ def resolve_model_files(args: argparse.Namespace) -> tuple[str, str, str | None]
             f"--checkpoint {args.checkpoint!r} holds {sorted(found) or 'none of gds.pt, ew.pt, ewplus.pt'}"
             if args.checkpoint
             else "give them, or --checkpoint DIR (a pipeline run directory such as runs/toy)"
+            + (f"; this install packages no toy exports ({', '.join(absent)})" if absent else "")
         )
         raise UserFacingError(f"missing {' and '.join(missing)}: {where}")
     return gds, encoder, ew

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from lit_propulse.cli import register_command
+from lit_propulse.commands import common
 from lit_propulse.core.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -65,16 +66,7 @@ MODES: dict[str, str] = {
     "hr": "an HR face crop: centre-crop and DS to the LR",
 }
 
-#: the packaged toy files (``lit_propulse/data``): stage exports (may be absent) and the toy StyleGAN2
-PACKAGED_EXPORTS = {"gds": "toy_gds_64.pt", "ewplus": "toy_ewplus_64.pt", "ew": "toy_ew_64.pt"}
-PACKAGED_GENERATOR = "toy_stylegan2_64.pt"
 DEMO_EXTRA = "pip install 'lit_propulse[demo]' (gradio)"
-
-
-def packaged(name: str) -> str | None:
-    """The packaged file ``lit_propulse/data/<name>``, or None when this install does not ship it."""
-    path = Path(__file__).resolve().parent.parent / "data" / name
-    return str(path) if path.is_file() else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,35 +98,19 @@ class DemoModels:
         return self.generator.size
 
 
-def default_model_files(args: argparse.Namespace) -> tuple[dict[str, str | None], list[str]]:
-    """``--gds/--encoder/--ew`` filled with the packaged toy exports when none of ``--checkpoint``,
-    ``--gds``, ``--encoder`` was given; returns the defaults used and the packaged files absent."""
-    if args.checkpoint or args.gds or args.encoder:
-        return {}, []
-    gds, ewplus, ew = (packaged(PACKAGED_EXPORTS[k]) for k in ("gds", "ewplus", "ew"))
-    used = {"gds": gds, "encoder": ewplus or ew, "ew": ew if ewplus else None}
-    absent = [f"lit_propulse/data/{PACKAGED_EXPORTS['gds']}"] if gds is None else []
-    if ewplus is None and ew is None:
-        absent.append(f"lit_propulse/data/{PACKAGED_EXPORTS['ewplus']} or {PACKAGED_EXPORTS['ew']}")
-    if args.ew is None and used["ew"] is not None:
-        args.ew = used["ew"]
-    args.gds, args.encoder = used["gds"], used["encoder"]
-    return used, absent
-
-
 def load_models(args: argparse.Namespace) -> DemoModels:
     """The networks of the parsed arguments (see the module docstring for the defaults)."""
     from lit_propulse.commands.common import load_upsampler, resolve_device, resolve_model_files
     from lit_propulse.networks.stylegan2 import Generator
 
     device = resolve_device(args.device)
-    used, absent = default_model_files(args)
+    used, absent = common.default_model_files(args)
     up, files, missing = None, {}, []
     if absent and not args.generator:
         raise UserFacingError(
             "no Pro-PULSE stage exports given, and this install does not package the toy ones (" + ", ".join(absent) + "): "
             "give --checkpoint DIR (a pipeline run such as runs/toy) or --gds/--encoder[/--ew], or run PULSE alone on the packaged "
-            f"toy StyleGAN2 with --generator {packaged(PACKAGED_GENERATOR) or 'lit_propulse/data/' + PACKAGED_GENERATOR}"
+            f"toy StyleGAN2 with --generator {common.packaged(common.PACKAGED_GENERATOR) or 'lit_propulse/data/' + common.PACKAGED_GENERATOR}"
         )
     if absent:
         missing.append(

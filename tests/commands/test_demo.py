@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from benchmarks.demo_screenshot import browser_binaries, open_browser, running_demo, upload_and_run
-from lit_propulse.commands import demo
+from lit_propulse.commands import common, demo
 from lit_propulse.core.downscale import downscale
 from lit_propulse.core.errors import UserFacingError
 from lit_propulse.core.images import load_image, to_uint8
@@ -32,7 +32,7 @@ from lit_propulse.refine import RefineConfig, RefinedUpsampler
 from lit_propulse.samples import SampleConfig, sample_answers, spread_image
 from tests.helpers import LR, SIZE, run
 
-TOY_G = Path(demo.__file__).resolve().parent.parent / "data" / demo.PACKAGED_GENERATOR
+TOY_G = Path(demo.__file__).resolve().parent.parent / "data" / common.PACKAGED_GENERATOR
 
 
 def write_png(path: Path, side: int, seed: int = 0, height: int | None = None) -> Path:
@@ -48,8 +48,8 @@ def models_for(*argv: str):
 @pytest.fixture()
 def no_packaged_exports(monkeypatch):
     """As in an install that ships no toy stage exports (only the toy StyleGAN2)."""
-    real = demo.packaged
-    monkeypatch.setattr(demo, "packaged", lambda name: None if name in demo.PACKAGED_EXPORTS.values() else real(name))
+    real = common.packaged
+    monkeypatch.setattr(common, "packaged", lambda name: None if name in common.PACKAGED_EXPORTS.values() else real(name))
 
 
 def test_session_lr_pulse_and_samples(stage_exports, tmp_path):  # noqa: F811
@@ -150,11 +150,11 @@ def test_model_defaults_and_errors(stage_exports, tmp_path, monkeypatch, no_pack
     assert res.hr is None and not res.sides and res.pulse is not None
     # packaged toy exports, when an install ships them, are the defaults
     files = {
-        demo.PACKAGED_EXPORTS["gds"]: stage_exports / "gds" / "gds.pt",
-        demo.PACKAGED_EXPORTS["ewplus"]: stage_exports / "ewplus" / "ewplus.pt",
-        demo.PACKAGED_EXPORTS["ew"]: stage_exports / "ew" / "ew.pt",
+        common.PACKAGED_EXPORTS["gds"]: stage_exports / "gds" / "gds.pt",
+        common.PACKAGED_EXPORTS["ewplus"]: stage_exports / "ewplus" / "ewplus.pt",
+        common.PACKAGED_EXPORTS["ew"]: stage_exports / "ew" / "ew.pt",
     }
-    monkeypatch.setattr(demo, "packaged", lambda name: str(files[name]) if name in files else None)
+    monkeypatch.setattr(common, "packaged", lambda name: str(files[name]) if name in files else None)
     m = models_for()
     assert m.upsampler is not None and m.files["gds"] == str(files["toy_gds_64.pt"]) and m.files["ew"] == str(files["toy_ew_64.pt"])
     assert not m.missing and "packaged toy exports" in demo.header(m)

@@ -398,6 +398,28 @@ def test_upsample_ew_only_and_argument_errors(stage_exports, photos, tmp_path, c
     assert run("upsample", "--gds", gds, "--encoder", ewp, "--guidance", "latent_avg", "--input", photos, "--output", tmp_path / "avg") == 0
 
 
+def test_upsample_defaults_to_the_packaged_toy_exports(stage_exports, tmp_path, monkeypatch, capsys):
+    """No --checkpoint/--gds/--encoder: the toy exports packaged in lit_propulse/data when the install
+    ships them (here the fixture's, put in their place); without them, one error line naming the files."""
+    from lit_propulse.commands import common
+
+    d = tmp_path / "in"
+    d.mkdir()
+    lr = downscale(uint8_to_tensor(render_toy_face(0, 3, SIZE)[0])[None], LR)
+    Image.fromarray(((lr[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()).save(d / "lr.png")
+    monkeypatch.setattr(common, "packaged", lambda name: None)
+    assert run("upsample", "--input", d, "--output", tmp_path / "none") == 2
+    err = capsys.readouterr().err
+    assert "this install packages no toy exports (lit_propulse/data/toy_gds_64.pt, lit_propulse/data/toy_ewplus_64.pt or toy_ew_64.pt)" in err
+    files = {"toy_gds_64.pt": "gds/gds.pt", "toy_ewplus_64.pt": "ewplus/ewplus.pt", "toy_ew_64.pt": "ew/ew.pt"}
+    monkeypatch.setattr(common, "packaged", lambda name: str(stage_exports / files[name]) if name in files else None)
+    assert run("upsample", "--input", d, "--output", tmp_path / "out") == 0
+    assert "the toy exports packaged in lit_propulse/data" in capsys.readouterr().out
+    settings = report(tmp_path / "out")["settings"]
+    assert settings["gds"] == str(stage_exports / "gds" / "gds.pt") and settings["ew"] == str(stage_exports / "ew" / "ew.pt")
+    assert settings["encoder"] == str(stage_exports / "ewplus" / "ewplus.pt")
+
+
 def test_upsample_everything_skipped_exits_1_with_a_report(stage_exports, tmp_path, capsys):
     d = tmp_path / "in"
     d.mkdir()
