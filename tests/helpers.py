@@ -75,3 +75,11 @@ def stage_networks(G: Generator, lr_size: int) -> tuple[DeeplySupervisedGenerato
     for enc in (ew, ewp):
         enc.w_offset.copy_(G.latent_avg)
     return gds, ew, ewp
+
+
+def quick_pulse(cache_dir, name: str = "PULSE") -> dict:
+    """An evaluation config's PULSE method: 3 search steps on the fixture generator, a 2,000-sample Gaussian fit."""
+    return {
+        "class_path": "lit_propulse.evaluation.methods.PULSEMethod",
+        "init_args": {"name": name, "generator": str(PORT_G64), "cache_dir": str(cache_dir), "config": {"steps": 3, "gaussian_fit_samples": 2000}},
+    }

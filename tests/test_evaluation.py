@@ -37,6 +37,7 @@ from lit_propulse.metrics.quality import (
 from lit_propulse.networks.encoders import EWEncoder, EWPlusEncoder
 from lit_propulse.networks.gds import DeeplySupervisedGenerator
 from lit_propulse.networks.stylegan2 import Generator
+from tests.helpers import quick_pulse
 
 pytestmark = pytest.mark.slow  # end-to-end runs: outside `pytest -m "not slow"`
 
@@ -270,15 +271,7 @@ def test_cli_test_writes_the_side_by_side_report(exports, tmp_path):
                 "grid_images": 3,
                 "methods": [
                     {"class_path": "lit_propulse.evaluation.methods.BicubicMethod", "init_args": {"name": "bicubic"}},
-                    {
-                        "class_path": "lit_propulse.evaluation.methods.PULSEMethod",
-                        "init_args": {
-                            "name": "PULSE",
-                            "generator": FIX,
-                            "cache_dir": str(tmp_path / "cache"),
-                            "config": {"steps": 3, "gaussian_fit_samples": 2000},
-                        },
-                    },
+                    quick_pulse(tmp_path / "cache"),
                     {
                         "class_path": "lit_propulse.evaluation.methods.ProPulseMethod",
                         "init_args": {"name": "E_W", "gds": exports["gds"], "encoder": exports["ew"], "show_sides": False},

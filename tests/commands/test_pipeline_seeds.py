@@ -15,9 +15,9 @@ import yaml
 from lit_propulse.cli import composed_view, main
 from lit_propulse.commands.pipeline import link_target, read_pipeline
 from lit_propulse.core.errors import UserFacingError
+from tests.helpers import quick_pulse
 
 ROOT = Path(__file__).resolve().parents[2]
-FIX = str(ROOT / "tests" / "fixtures" / "stylegan2_port_g64" / "checkpoint.pt")
 
 
 def test_seeds_run_every_stage_per_seed_and_vary_pulse(tmp_path, one_thread, capsys):
@@ -32,15 +32,7 @@ def test_seeds_run_every_stage_per_seed_and_vary_pulse(tmp_path, one_thread, cap
                 "grid_images": 2,
                 "methods": [
                     {"class_path": "lit_propulse.evaluation.methods.BicubicMethod", "init_args": {"name": "bicubic"}},
-                    {
-                        "class_path": "lit_propulse.evaluation.methods.PULSEMethod",
-                        "init_args": {
-                            "name": "PULSE",
-                            "generator": FIX,
-                            "cache_dir": str(tmp_path / "cache"),
-                            "config": {"steps": 3, "gaussian_fit_samples": 2000},
-                        },
-                    },
+                    quick_pulse(tmp_path / "cache"),
                 ],
                 "metrics": {"init_args": {"attribute_classifier": None, "niqe": False, "fid": "none"}},
             }
