@@ -46,7 +46,7 @@ class GeneratorSnapshot(pl.Callback):
         self.seed, self.truncation, self.export, self.keep_exports = seed, truncation, export, keep_exports
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        step = int(pl_module.steps)  # minibatches (global_step also counts the lazy-regulariser steps)
+        step = int(pl_module.steps)  # minibatches since the start of training (global_step: since this run's start)
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.snapshot(trainer, pl_module)
 

@@ -107,6 +107,14 @@ class StyleGAN2Module(pl.LightningModule):
         self.D.load_state_dict(ckpt["d"])
         self.images_seen.fill_(int(round(float(ckpt.get("kimg", 0.0)) * 1000)))
 
+    def on_fit_start(self) -> None:
+        # Every optimizer step but the main G step is the raw optimizer's, so that trainer.global_step
+        # counts minibatches: ModelCheckpoint(every_n_train_steps=N) and max_steps then mean N minibatches
+        # (Lightning counts each LightningOptimizer.step, and the lazy regularisers' extra steps made
+        # global_step skip the multiples of N). fp16's GradScaler would need Lightning's own steps.
+        if str(self.trainer.precision).startswith("16"):
+            raise ValueError(f"precision {self.trainer.precision!r} is not supported by StyleGAN2Module; use bf16-mixed or 32-true")
+
     # -- helpers --------------------------------------------------------------------------------
     def _cl(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
@@ -145,7 +153,7 @@ class StyleGAN2Module(pl.LightningModule):
         d_loss = self.adv.discriminator(real_logits, fake_logits)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
-        opt_d.step()
+        opt_d.optimizer.step()  # raw: trainer.global_step counts minibatches (the G step below), see on_fit_start
         logs = {"loss/D/logistic": d_loss.detach(), "D/real": real_logits.mean().detach(), "D/fake": fake_logits.mean().detach()}
         if self.augment is not None:
             self.augment.update(real_logits.detach())
@@ -158,7 +166,7 @@ class StyleGAN2Module(pl.LightningModule):
                 r1 = self.r1(real_r, logits)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(r1 * self.hparams.r1_every + 0 * logits.sum())
-            opt_d.step()
+            opt_d.optimizer.step()
             logs["loss/D/r1"] = r1.detach()
 
         # G: non-saturating loss (+ lazy path length)
@@ -168,7 +176,7 @@ class StyleGAN2Module(pl.LightningModule):
         g_loss = self.adv.generator(self._D(fake))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
-        opt_g.step()
+        opt_g.step()  # the one Lightning-counted step of the minibatch
         logs["loss/G/logistic"] = g_loss.detach()
 
         if self.hparams.pl_weight > 0 and step % self.hparams.pl_every == 0:
@@ -179,7 +187,7 @@ class StyleGAN2Module(pl.LightningModule):
                 penalty, length = self.path_length(img.float(), ws)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(penalty * self.hparams.pl_weight * self.hparams.pl_every + 0 * img[0, 0, 0, 0])
-            opt_g.step()
+            opt_g.optimizer.step()
             logs["loss/G/path_length"] = penalty.detach()
             logs["G/path_length_mean"] = length
 

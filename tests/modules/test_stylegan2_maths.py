@@ -62,13 +62,18 @@ def test_lazy_regularisation_adam_correction(r1_every, pl_every, pl_weight):
 
 
 class NoStep:
-    """An optimizer stand-in: the networks stay where they are."""
+    """An optimizer stand-in: the networks stay where they are. Like Lightning's LightningOptimizer it
+    wraps the raw optimizer (``.optimizer``), which the module steps directly for all but one step."""
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         pass
 
     def step(self) -> None:
         pass
+
+    @property
+    def optimizer(self) -> NoStep:
+        return self
 
 
 def stub(module: StyleGAN2Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -95,3 +96,31 @@ def test_trains_regularises_and_exports_in_the_port_layout(tmp_path):
     with open(cont / "metrics.csv") as f:
         kimg2 = [float(r["progress/kimg"]) for r in csv.DictReader(f) if r.get("progress/kimg")]
     assert kimg2[0] == pytest.approx(0.02) and kimg2[-1] == pytest.approx(0.024)
+
+
+def test_global_step_counts_minibatches_so_checkpoints_land_every_n_steps(tmp_path):
+    """With lazy R1 and path-length steps every 2nd minibatch, trainer.global_step still counts
+    minibatches: ModelCheckpoint(every_n_train_steps=2) writes at 2, 4 and 6 (Lightning counts each
+    LightningOptimizer step; the regularisers' extra steps used to make it skip multiples of N)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from datamodules.toy_faces import ToyFacesDataModule
+    from lit_propulse.modules.stylegan2_module import StyleGAN2Module
+
+    torch.manual_seed(0)
+    ch = {4: 16, 8: 16, 16: 16, 32: 8}
+    model = StyleGAN2Module(
+        Generator(32, style_dim=16, n_mlp=2, channels=ch), Discriminator(32, channels=ch), r1_gamma=0.1, r1_every=2, pl_every=2, latent_avg_samples=256
+    )
+    dm = ToyFacesDataModule(hr_size=32, lr_size=8, num_train=64, num_test=8, batch_size=4)
+    ck = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, filename="{step}")
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=6, logger=False, callbacks=[ck], limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, dm)
+    assert trainer.global_step == 6 == int(model.steps)
+    assert sorted(p.name for p in tmp_path.glob("step=*.ckpt")) == ["step=2.ckpt", "step=4.ckpt", "step=6.ckpt"]
+    # fp16 would need Lightning's GradScaler on every step (CPU turns 16-mixed into bf16, so the check is called directly)
+    with pytest.raises(ValueError, match="precision '16-mixed' is not supported"):
+        StyleGAN2Module.on_fit_start(SimpleNamespace(trainer=SimpleNamespace(precision="16-mixed")))
