@@ -212,6 +212,14 @@ class DemoSession:
         self._detector = prep.detector
         return rec, (items[0] if items else None)
 
+    @property
+    def can_dial(self) -> bool:
+        """Whether the models have the dial's two ends: an E_W+ with its E_W (guidance "ew")."""
+        from lit_propulse.networks.encoders import EWPlusEncoder
+
+        up = self.models.upsampler
+        return up is not None and isinstance(up.encoder, EWPlusEncoder) and up.ew_encoder is not None and up.guidance == "ew"
+
     def pulse_fit(self) -> GaussianFit:
         from lit_propulse.pulse import GaussianFit
 
@@ -228,9 +236,12 @@ class DemoSession:
         steps: int = 100,
         seed: int = 0,
         refine: bool = False,
+        dial: float = 1.0,
     ) -> DemoResult:
         """Take ``file`` by ``mode``, upsample it with Pro-PULSE (refined to ε with ``refine``), optionally
-        PULSE (``steps`` steps), ``samples`` samples of each (seeded by ``seed``), and write the zip."""
+        PULSE (``steps`` steps), ``samples`` samples of each (seeded by ``seed``), and write the zip.
+        ``dial`` < 1 moves Pro-PULSE's code toward E_W's (the fidelity dial, :class:`~lit_propulse.dial.DialedUpsampler`:
+        0 = E_W, 1 = E_W+); refinement and samples start from the dialled code."""
         if file is None:
             return DemoResult("Upload a photo or an LR first.")
         path, m = Path(file), self.models
@@ -253,13 +264,20 @@ class DemoSession:
         refined = spread = None
         with torch.no_grad():
             if m.upsampler is not None:
-                out = m.upsampler(lr)
+                try:
+                    up = self.dialled(float(dial))
+                except ValueError as e:
+                    return DemoResult(f"**Cannot use this dial:** {e}")
+                out = up(lr)
                 res.hr, res.sides = out.image[0].cpu(), {r: s[0].cpu() for r, s in sorted(out.side_images.items())}
-                lines.append(f"**Pro-PULSE:** {type(m.upsampler.encoder).__name__} + G_ds, side outputs {list(res.sides)}, {time.perf_counter() - t0:.2f} s.")
+                dial_note = "" if up is m.upsampler else f", {up.describe()}"
+                lines.append(
+                    f"**Pro-PULSE:** {type(m.upsampler.encoder).__name__} + G_ds{dial_note}, side outputs {list(res.sides)}, {time.perf_counter() - t0:.2f} s."
+                )
                 if refine:
-                    refined = self.refine(lr, res, lines)
+                    refined = self.refine(lr, res, lines, up)
                 if samples > 1:
-                    spread = self.answers(lr, samples, seed, refine, res, lines)
+                    spread = self.answers(lr, samples, seed, refine, res, lines, up)
         if use_pulse:
             t1 = time.perf_counter()
             from lit_propulse.pulse import PULSE, PULSEConfig
@@ -285,6 +303,7 @@ class DemoSession:
             "size": m.size,
             "pulse": {"steps": steps, "samples": samples} if use_pulse else None,
             "seed": seed,
+            "dial": float(dial) if m.upsampler is not None else None,
             "refine": None if refined is None else {"settings": self.refine_config.describe(), **refined},
             "samples": [f"sample_{k}.png: {c}" for k, (_, c) in enumerate(res.samples)],
             "spread": spread,
@@ -295,14 +314,25 @@ class DemoSession:
         res.status = "\n\n".join(lines)
         return res
 
-    def refine(self, lr: Tensor, res: DemoResult, lines: list[str]) -> dict:
+    def dialled(self, dial: float):
+        """The upsampler at ``dial`` (1 = Pro-PULSE as trained; below 1, toward E_W: the blend dial)."""
+        if dial >= 1.0:
+            if dial > 1.0:
+                raise ValueError(f"the dial goes from 0 (E_W) to 1 (E_W+), got {dial}")
+            return self.models.upsampler
+        from lit_propulse.dial import DialedUpsampler
+
+        return DialedUpsampler(self.models.upsampler, alpha=dial)
+
+    def refine(self, lr: Tensor, res: DemoResult, lines: list[str], upsampler=None) -> dict:
         """Pro-PULSE's answer to ``lr`` [1, 3, l, l] refined to ε (:class:`~lit_propulse.refine.RefinedUpsampler`):
         ``res.hr`` and ``res.sides`` replaced by the refined ones, a status line added; returns the
         image's record (success, steps, L_DS before and after)."""
         from lit_propulse.refine import RefinedUpsampler
 
         t0, cfg = time.perf_counter(), self.refine_config
-        up = RefinedUpsampler(self.models.upsampler, cfg, self.pulse_fit() if cfg.variant == "sphere" else None)
+        base = self.models.upsampler if upsampler is None else upsampler
+        up = RefinedUpsampler(base, cfg, self.pulse_fit() if cfg.variant == "sphere" else None)
         out = up(lr)
         res.hr, res.sides = out.image[0].cpu(), {r: s[0].cpu() for r, s in sorted(out.side_images.items())}
         rec = up.last.per_image()[0]
@@ -313,7 +343,7 @@ class DemoSession:
         )
         return rec
 
-    def answers(self, lr: Tensor, samples: int, seed: int, refine: bool, res: DemoResult, lines: list[str]) -> dict:
+    def answers(self, lr: Tensor, samples: int, seed: int, refine: bool, res: DemoResult, lines: list[str], upsampler=None) -> dict:
         """Pro-PULSE's ``samples`` answers to ``lr`` [1, 3, l, l] (:func:`lit_propulse.samples.sample_answers`,
         each refined to ε with ``refine``) appended to ``res.samples`` with their L_DS, their spread map
         in ``res.spread``, a status line added; returns the spread's mean and max."""
@@ -321,7 +351,8 @@ class DemoSession:
 
         t0, cfg, size = time.perf_counter(), self.refine_config, lr.shape[-1]
         fit = self.pulse_fit() if refine and cfg.variant == "sphere" else None
-        s = sample_answers(self.models.upsampler, lr, SampleConfig(num_samples=samples, seed=seed), [0], cfg if refine else None, fit)
+        base = self.models.upsampler if upsampler is None else upsampler
+        s = sample_answers(base, lr, SampleConfig(num_samples=samples, seed=seed), [0], cfg if refine else None, fit)
         for k, loss in enumerate(s.l_ds[0].tolist()):
             res.samples.append((s.images[0, k].clamp(-1, 1).cpu(), f"Pro-PULSE answer {k + 1}: L_DS {loss:.2e}" + (" (within ε)" if loss <= cfg.eps else "")))
         res.spread = spread_image(s.spread)[0].cpu()
@@ -405,8 +436,8 @@ def build_app(session: DemoSession):
     size = display_size(m.size)
     shown = f", shown at {size}x{size}" if size != m.size else ""
 
-    def on_run(file, mode, use_pulse, refine, samples, steps, seed):
-        res = session.run(file, mode, bool(use_pulse), int(samples), int(steps), int(seed or 0), bool(refine))
+    def on_run(file, mode, use_pulse, refine, samples, steps, seed, dial):
+        res = session.run(file, mode, bool(use_pulse), int(samples), int(steps), int(seed or 0), bool(refine), float(dial))
         sides = [(to_display(s, size), f"side {r}x{r}") for r, s in res.sides.items()]
         gallery = [(to_display(img, size), caption) for img, caption in res.samples]
         return (
@@ -435,6 +466,15 @@ def build_app(session: DemoSession):
                     label=f"Refine Pro-PULSE until it downscales to the LR (L_DS <= {session.refine_config.eps:g}; a few generator steps)",
                     elem_id="refine",
                     visible=m.upsampler is not None,
+                )
+                dial = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=1.0,
+                    step=0.05,
+                    label="Fidelity dial: 1 = Pro-PULSE (E_W+), 0 = E_W's single code; between, a blend (docs/beyond.md)",
+                    elem_id="dial",
+                    visible=session.can_dial,
                 )
                 samples = gr.Slider(1, 8, value=1, step=1, label="Samples (PULSE searches; Pro-PULSE answers with their spread map)", elem_id="samples")
                 steps = gr.Slider(10, 500, value=100, step=10, label="PULSE steps", elem_id="steps")
@@ -466,7 +506,7 @@ def build_app(session: DemoSession):
                     visible=m.upsampler is not None,
                 )
                 download = gr.File(label="Download: every image at its own size + report.json", elem_id="download")
-        run.click(on_run, [image, mode, use_pulse, refine, samples, steps, seed], [status, aligned, lr, sides, hr, pulse, gallery, spread, download])
+        run.click(on_run, [image, mode, use_pulse, refine, samples, steps, seed, dial], [status, aligned, lr, sides, hr, pulse, gallery, spread, download])
     return app
 
 

@@ -118,6 +118,36 @@ def test_session_answers_with_spread_and_refinement(stage_exports, tmp_path):  #
     assert all(c.endswith("(within ε)") for _, c in res.samples)
 
 
+def test_session_fidelity_dial(stage_exports, tmp_path):  # noqa: F811
+    """The dial's ends are E_W (0) and Pro-PULSE as trained (1); between, DialedUpsampler's blend, which
+    the refinement then starts from. An E_W-only model has no dial."""
+    from lit_propulse.dial import DialedUpsampler
+
+    session = demo.DemoSession(models_for("--checkpoint", stage_exports), tmp_path / "out", refine_config=RefineConfig(max_steps=2, eps=1e-9))
+    assert session.can_dial
+    lr_file = write_png(tmp_path / "face.png", LR)
+    lr = load_image(lr_file)[None]
+    up = ProPulseUpsampler.from_files(stage_exports / "gds" / "gds.pt", stage_exports / "ewplus" / "ewplus.pt", ew=stage_exports / "ew" / "ew.pt")
+    ew_only = ProPulseUpsampler.from_files(stage_exports / "gds" / "gds.pt", stage_exports / "ew" / "ew.pt")
+    with torch.no_grad():
+        full, e_w, half = up(lr).image[0], ew_only(lr).image[0], DialedUpsampler(up, alpha=0.5)(lr).image[0]
+    torch.testing.assert_close(session.run(lr_file, "auto", dial=1.0).hr, full)
+    res = session.run(lr_file, "auto", dial=0.0)
+    torch.testing.assert_close(res.hr, e_w)
+    res = session.run(lr_file, "auto", dial=0.5)
+    torch.testing.assert_close(res.hr, half)
+    assert not torch.allclose(half, full) and not torch.allclose(half, e_w)
+    assert "blend dial: w+ = 0.5·E_W + 0.5·E_W+" in res.status
+    with zipfile.ZipFile(res.archive) as z:
+        assert json.loads(z.read("report.json"))["dial"] == 0.5
+    res = session.run(lr_file, "auto", dial=0.5, refine=True)  # refined from the dialled code
+    with torch.no_grad():
+        torch.testing.assert_close(res.hr, RefinedUpsampler(DialedUpsampler(up, alpha=0.5), session.refine_config)(lr).image[0])
+    assert session.run(lr_file, "auto", dial=1.5).status.startswith("**Cannot use this dial:** the dial goes from 0 (E_W) to 1")
+    plain = demo.DemoSession(models_for("--gds", stage_exports / "gds" / "gds.pt", "--encoder", stage_exports / "ew" / "ew.pt"), tmp_path / "out2")
+    assert not plain.can_dial and plain.run(lr_file, "auto", dial=0.5).status.startswith("**Cannot use this dial:** the dial moves between E_W and E_W+")
+
+
 def test_session_modes_and_refusals(stage_exports, tmp_path):  # noqa: F811
     session = demo.DemoSession(models_for("--checkpoint", stage_exports), tmp_path / "out")
     hr_file = write_png(tmp_path / "crop.png", 48, seed=1)
