@@ -316,9 +316,9 @@ class DemoSession:
 
     def dialled(self, dial: float):
         """The upsampler at ``dial`` (1 = Pro-PULSE as trained; below 1, toward E_W: the blend dial)."""
-        if dial >= 1.0:
-            if dial > 1.0:
-                raise ValueError(f"the dial goes from 0 (E_W) to 1 (E_W+), got {dial}")
+        if not 0.0 <= dial <= 1.0:
+            raise ValueError(f"the dial goes from 0 (E_W) to 1 (E_W+), got {dial}")
+        if dial == 1.0:
             return self.models.upsampler
         from lit_propulse.dial import DialedUpsampler
 
