@@ -160,3 +160,42 @@ def test_pulse_bf16_option_and_the_generator_left_as_it_was():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_ship_toy_exports_checks_float16_and_the_budget(stage_exports, tmp_path, monkeypatch, capsys):
+    """benchmarks/ship_toy_exports.py: float16 copies that load into the float32 networks and give
+    nearly the same outputs; refused (nothing written) over the tolerance or the size budget, or
+    without finished exports."""
+    import shutil
+
+    from lit_propulse.core.weights import safe_load
+    from lit_propulse.inference import ProPulseUpsampler
+    from lit_propulse.runs import mark_done
+
+    ship = _load("ship_toy_exports")
+    run = tmp_path / "run"
+    shutil.copytree(stage_exports, run)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "other.pt").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(ship, "DATA", data)
+    assert ship.main([str(run), "--num", "4"]) == 2 and "no finished gds export" in capsys.readouterr().err
+    for f in ("gds/gds.pt", "ew/ew.pt", "ewplus/ewplus.pt"):
+        mark_done(run / f)
+    assert ship.main([str(run), "--num", "4", "--tolerance", "0"]) == 1 and "not shipped" in capsys.readouterr().err
+    assert ship.main([str(run), "--num", "4", "--budget-mb", "0.001"]) == 1 and "--budget-mb" in capsys.readouterr().err
+    assert ship.main([str(run), "--num", "4", "--dry-run"]) == 0 and sorted(p.name for p in data.iterdir()) == ["other.pt"]
+    assert ship.main([str(run), "--num", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| Pro-PULSE |" in out and "all shipped weights" in out
+    shipped = {k: data / f"toy_{k}_64.pt" for k in ("gds", "ew", "ewplus")}
+    state = safe_load(shipped["ewplus"], "test")["state_dict"]
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert shipped["ewplus"].stat().st_size < 0.6 * (run / "ewplus" / "ewplus.pt").stat().st_size
+    up16 = ProPulseUpsampler.from_files(shipped["gds"], shipped["ewplus"], shipped["ew"])
+    up32 = ProPulseUpsampler.from_files(run / "gds" / "gds.pt", run / "ewplus" / "ewplus.pt", run / "ew" / "ew.pt")
+    assert up16.scale == up32.scale == 32 and next(up16.encoder.parameters()).dtype == torch.float32
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        a, b = up32(lr).image, up16(lr).image
+    assert 0 < float((a - b).abs().max()) < 0.02
