@@ -199,3 +199,18 @@ def test_ship_toy_exports_checks_float16_and_the_budget(stage_exports, tmp_path,
     with torch.no_grad():
         a, b = up32(lr).image, up16(lr).image
     assert 0 < float((a - b).abs().max()) < 0.02
+
+
+def test_toy_generator_pyramid_levels(capsys):
+    """benchmarks/toy_generator_pyramid.py: a constant image has all its energy at the coarsest level
+    (analytic), and the table runs on the port fixture generator."""
+    from tests.helpers import PORT_G64
+
+    pyr = _load("toy_generator_pyramid")
+    levels = pyr.pyramid(torch.full((2, 3, 64, 64), 0.5), [4, 8, 16, 32, 64])
+    assert levels[4] == pytest.approx(0.5, abs=1e-6) and all(levels[r] < 1e-6 for r in (8, 16, 32, 64))
+    skips = {4: torch.ones(1, 3, 4, 4), 8: torch.ones(1, 3, 8, 8) * 3}
+    assert pyr.contributions(skips) == pytest.approx({4: 1.0, 8: 2.0})
+    assert pyr.main([str(PORT_G64), "--num", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint.pt: RGB contribution" in out and "real test faces: pyramid" in out

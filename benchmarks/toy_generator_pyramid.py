@@ -1,0 +1,93 @@
+"""Where a StyleGAN2 paints its image, level by level (the toy generator's diagnosis, issue #15).
+
+The skip architecture (StyleGAN2 Fig. 7b) builds the image as the upsampled sum of one RGB output per
+resolution: image = ToRGB_64 + up(ToRGB_32 + up(... + up(ToRGB_4))). For each resolution r this
+prints the RMS of the generator's own contribution at r (``skips[r] - up(skips[r/2])``) for
+``--num`` samples, and the RMS of the same difference-of-scales pyramid (``x_r - up(x_{r/2})``,
+``x_r`` = the image downscaled to r) of the generated images and of real toy test faces. The two
+pyramids show whether the outputs have the data's spectrum; the contributions show which layers
+make it.
+
+    python benchmarks/toy_generator_pyramid.py [GENERATOR.pt ...] [--num 256]
+
+Default: the shipped toy generator and, for reference, a randomly initialised one of the same
+architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from datamodules.toy_faces import ToyFacesDataset  # noqa: E402
+from lit_propulse.core.downscale import downscale  # noqa: E402
+from lit_propulse.networks.stylegan2 import Generator  # noqa: E402
+
+SHIPPED = str(ROOT / "lit_propulse" / "data" / "toy_stylegan2_64.pt")
+
+
+def up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def rms(x: torch.Tensor) -> float:
+    return float(x.pow(2).mean().sqrt())
+
+
+def contributions(skips: dict[int, torch.Tensor]) -> dict[int, float]:
+    """RMS of each resolution's own RGB contribution: skips[r] - up(skips[r/2])."""
+    out, prev = {}, None
+    for r in sorted(skips):
+        out[r] = rms(skips[r] if prev is None else skips[r] - up(prev))
+        prev = skips[r]
+    return out
+
+
+def pyramid(images: torch.Tensor, resolutions: list[int]) -> dict[int, float]:
+    """RMS of x_r - up(x_{r/2}) with x_r = downscale(images, r) (x at the full size itself)."""
+    out, prev = {}, None
+    for r in resolutions:
+        x = images if r == images.shape[-1] else downscale(images, r)
+        out[r] = rms(x if prev is None else x - up(prev))
+        prev = x
+    return out
+
+
+@torch.no_grad()
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("generators", nargs="*", default=[SHIPPED, "random"], help="generator files ('random': a fresh one like the shipped)")
+    ap.add_argument("--num", type=int, default=256)
+    args = ap.parse_args(argv)
+    test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.num)
+    real = torch.stack([test[i]["hr"] for i in range(len(test))])
+    rows = []
+    for path in args.generators:
+        torch.manual_seed(0)
+        if path == "random":
+            ref = Generator.from_checkpoint(SHIPPED)
+            G, name = Generator(**ref.arch), "random init"
+        else:
+            G, name = Generator.from_checkpoint(path), Path(path).name
+        G.eval()
+        out = G.synthesis(G.to_ws(G.mapping(torch.randn(args.num, G.z_dim))), noise="random")
+        res = sorted(out.skips)
+        rows.append((f"{name}: RGB contribution", contributions(out.skips)))
+        rows.append((f"{name}: output pyramid", pyramid(out.image.clamp(-1, 1), res)))
+    rows.append(("real test faces: pyramid", pyramid(real, res)))
+    print(f"RMS by resolution ({args.num} images each; images in [-1, 1])")
+    print("| | " + " | ".join(f"{r}²" for r in res) + " |\n|---|" + "---:|" * len(res))
+    for name, values in rows:
+        print(f"| {name} | " + " | ".join(f"{values[r]:.3f}" for r in res) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
