@@ -5,13 +5,17 @@ every snapshot ``stylegan2-kimg_XXXXX.pt`` a training run kept (``GeneratorSnaps
 
     python benchmarks/toy_generator_curve.py RUN_DIR [more snapshots.pt ...] [--num 1000] [--out docs/images]
 
-Writes ``toy_generator_curve.png`` (toy-FID vs kimg) and ``toy_generator_curve.md`` (the table, with
-the largest attribute-frequency gaps) into ``--out`` and prints the table.
+Writes ``toy_generator_curve.png`` (toy-FID vs kimg), ``toy_generator_curve.md`` (the table, with
+the largest attribute-frequency gaps) and ``toy_generator_curve.csv`` (the same rows) into ``--out`` and
+prints the table. Snapshots do not outlive a machine, so ``--earlier CSV`` (a CSV this script wrote
+before) adds the rows of earlier calls to the table and the plot, marked as such; a kimg measured
+again in this call replaces the earlier row.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import os
 import re
@@ -57,13 +61,21 @@ def frequencies(images: torch.Tensor, classifier) -> torch.Tensor:
     return torch.cat([classifier.scores(c) for c in images.split(250)]).gt(0.5).float().mean(0)  # [A]
 
 
+def read_rows(path: str) -> list[tuple[float, float, float, str]]:
+    """(kimg, toy-FID, max gap, largest gaps) rows of a toy_generator_curve.csv."""
+    with open(path, newline="") as f:
+        return [(float(r["kimg"]), float(r["toy_fid"]), float(r["max_gap"]), r["largest_gaps"]) for r in csv.DictReader(f)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="run directories (their stylegan2-kimg_*.pt) and/or snapshot files")
     ap.add_argument("--num", type=int, default=1000)
     ap.add_argument("--classifier", default="lit_propulse/data/toy_attributes_64.pt")
     ap.add_argument("--out", default=None, help="folder for the plot and the table (none = print only)")
+    ap.add_argument("--earlier", default=None, help="toy_generator_curve.csv of earlier calls: their rows are kept (marked) beside this call's")
     args = ap.parse_args()
+    earlier = read_rows(args.earlier) if args.earlier else []
     t0 = time.time()
     paths = []
     for p in args.inputs:
@@ -81,8 +93,10 @@ def main() -> None:
         worst = gap.abs().argsort(descending=True)[:3].tolist()
         rows.append((kimg_of(path), fid(real, fake, classifier), float(gap.abs().max()), ", ".join(f"{TOY_ATTRIBUTES[i]} {gap[i]:+.1f}" for i in worst)))
         print(f"{rows[-1][0]:8.1f} kimg  toy-FID {rows[-1][1]:8.2f}  max |freq gap| {rows[-1][2]:5.1f} pt  ({rows[-1][3]})", flush=True)
+    now = {r[0] for r in rows}
+    rows = sorted([(*r, True) for r in earlier if r[0] not in now] + [(*r, False) for r in rows])
     table = ["| kimg | toy-FID ↓ | max attribute-frequency gap (points) | largest gaps (sample − data) |", "|---|---|---|---|"]
-    table += [f"| {k:.0f} | {f:.1f} | {g:.1f} | {w} |" for k, f, g, w in rows]
+    table += [f"| {k:.0f}{' (earlier call)' if old else ''} | {f:.1f} | {g:.1f} | {w} |" for k, f, g, w, old in rows]
     print("\n".join(table))
     print(f"({args.num} samples and {args.num} real test faces per row; {time.time() - t0:.0f} s)")
     if args.out:
@@ -93,7 +107,11 @@ def main() -> None:
 
         os.makedirs(args.out, exist_ok=True)
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-        ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-")
+        ax.plot([r[0] for r in rows], [r[1] for r in rows], "-", c="C0")
+        for old, style in ((True, dict(marker="o", mfc="white", label="earlier calls")), (False, dict(marker="o", label="this call"))):
+            pts = [r for r in rows if r[4] == old]
+            if pts:
+                ax.plot([r[0] for r in pts], [r[1] for r in pts], ls="none", c="C0", **style)
         ax.axhline(20, ls="--", c="gray", lw=1, label="target 20")
         ax.set_xlabel("kimg (thousands of real images shown)")
         ax.set_ylabel("toy-FID")
@@ -103,6 +121,10 @@ def main() -> None:
         fig.savefig(os.path.join(args.out, "toy_generator_curve.png"))
         with open(os.path.join(args.out, "toy_generator_curve.md"), "w") as f:
             f.write("\n".join(table) + "\n")
+        with open(os.path.join(args.out, "toy_generator_curve.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["kimg", "toy_fid", "max_gap", "largest_gaps"])
+            w.writerows([(k, f"{fid_:.2f}", f"{g:.2f}", worst) for k, fid_, g, worst, _ in rows])
 
 
 if __name__ == "__main__":

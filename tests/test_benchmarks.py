@@ -214,3 +214,25 @@ def test_toy_generator_pyramid_levels(capsys):
     assert pyr.main([str(PORT_G64), "--num", "4"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint.pt: RGB contribution" in out and "real test faces: pyramid" in out
+
+
+def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
+    """benchmarks/toy_generator_curve.py --earlier: the rows of earlier calls stay in the table, the
+    plot and the CSV (marked), and a kimg measured again replaces its earlier row."""
+    import shutil
+
+    from tests.helpers import PORT_G64
+
+    curve = _load("toy_generator_curve")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(PORT_G64, run / "stylegan2-kimg_00016.pt")
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text('kimg,toy_fid,max_gap,largest_gaps\n8.0,200.0,50.0,"Bangs +50.0"\n16.0,999.0,1.0,"old"\n')
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--num", "8", "--out", str(tmp_path / "out"), "--earlier", str(earlier)])
+    curve.main()
+    rows = curve.read_rows(tmp_path / "out" / "toy_generator_curve.csv")
+    assert [r[0] for r in rows] == [8.0, 16.0] and rows[0][1] == 200.0 and rows[1][1] != 999.0
+    table = (tmp_path / "out" / "toy_generator_curve.md").read_text()
+    assert "| 8 (earlier call) | 200.0 |" in table and "| 16 | " in table
+    assert (tmp_path / "out" / "toy_generator_curve.png").is_file()
