@@ -416,9 +416,19 @@ def test_pipeline_runs_the_stages_in_order_and_skips_finished_ones(tmp_path, cap
     # PULSE and pSp, 3 steps of PULSE and of the refinement, no trained metric nets); the methods list is given whole, as a list is replaced
     methods = composed_view(str(ROOT / stage["eval"]["config"]))["model"]["init_args"]["methods"]
     by_method = {m["init_args"]["name"]: m["init_args"] for m in methods}
-    assert list(by_method) == ["bicubic", "PULSE", "E_W", "Pro-PULSE", "Pro-PULSE refined", "pSp"]
+    shipped = ["E_W (shipped)", "Pro-PULSE (shipped)", "Pro-PULSE refined (shipped)"]
+    assert list(by_method) == ["bicubic", "PULSE", "E_W", "Pro-PULSE", "Pro-PULSE refined", "pSp", *shipped]
+    assert (
+        by_method["Pro-PULSE (shipped)"]["encoder"] == "lit_propulse/data/toy_ewplus_64.pt"
+        and by_method["E_W (shipped)"]["gds"] == "lit_propulse/data/toy_gds_64.pt"
+    )
     by_method["PULSE"].update(generator=FIX, cache_dir=str(tmp_path / "cache"), config={"steps": 3, "gaussian_fit_samples": 2000})
-    by_method["Pro-PULSE refined"]["config"] = {"max_steps": 3}
+    by_method["Pro-PULSE refined"]["config"] = by_method["Pro-PULSE refined (shipped)"]["config"] = {"max_steps": 3}
+    out = tmp_path / "out"  # the shipped rows (64-px exports) read this run's small exports here, which exist by the evaluation
+    for name in shipped:
+        by_method[name].update(gds=str(out / "gds" / "gds.pt"), encoder=str(out / ("ew/ew.pt" if name == "E_W (shipped)" else "ewplus/ewplus.pt")))
+        if name != "E_W (shipped)":
+            by_method[name]["ew"] = str(out / "ew" / "ew.pt")
     by_method["pSp"]["generator"] = FIX
     ev = {
         "base": str(ROOT / stage["eval"]["config"]),

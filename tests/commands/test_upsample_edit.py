@@ -673,3 +673,30 @@ def test_pulse_takes_a_folder_of_lrs_as_they_are(tmp_path, capsys, monkeypatch):
         assert Image.open(out / f"lr{i}_0.png").size == (SIZE, SIZE)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["searches"] == 2 and summary["settings"]["lr_size"] is None
+
+
+def test_the_shipped_toy_exports_are_the_default_and_upsample_toy_faces(tmp_path, capsys):
+    """The package ships long-trained toy exports (experiments/toy/long.yaml, float16 on disk):
+    ``upsample`` with no model flags uses them, and on toy test faces they reconstruct the LR far
+    better than the mean face does (Eq. (6) on the downscaled HR)."""
+    from lit_propulse.commands import common
+
+    files = {k: common.packaged(name) for k, name in common.PACKAGED_EXPORTS.items()}
+    assert all(files.values()), f"the package ships no toy exports: {files}"
+    faces = torch.stack([uint8_to_tensor(render_toy_face(0, 50_000 + i, 64)[0]) for i in range(8)])
+    lr = downscale(faces, 8)
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(((lr[i].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()).save(d / f"lr{i}.png")
+    assert run("upsample", "--input", d, "--output", tmp_path / "out") == 0
+    assert "the toy exports packaged in lit_propulse/data" in capsys.readouterr().out
+    assert report(tmp_path / "out")["settings"]["encoder"] == files["ewplus"]
+    assert Image.open(tmp_path / "out" / "lr0" / "hr.png").size == (64, 64)
+    up = ProPulseUpsampler.from_files(files["gds"], files["ewplus"], files["ew"])
+    with torch.no_grad():
+        hr = up(lr).image
+        mean_face = up.render(up.gds.generator.latent_avg.expand(8, up.gds.generator.num_ws, -1)).image
+    err = float((downscale(hr, 8) - lr).pow(2).mean())
+    err_mean = float((downscale(mean_face, 8) - lr).pow(2).mean())
+    assert err < 0.3 * err_mean, (err, err_mean)
