@@ -25,7 +25,6 @@ that E_W.
 from __future__ import annotations
 
 import abc
-import math
 import os
 from typing import Any, Literal
 
@@ -172,12 +171,6 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
         gradient_penalty_every: apply the penalty on every k-th critic step only, weighted k times (lazy
             regularisation, StyleGAN2 Sec. 3.1): the double backward it needs costs about 0.7 of a
             whole step on CPU; 1 = every step.
-        lr_cosine_steps: P > 0 decays the encoder's learning rate on a cosine from ``lr`` to
-            ``lr * lr_min_ratio`` over P encoder steps, restarting every P steps (SGDR, Loshchilov &
-            Hutter 2017), e.g. P = max_steps for E_W, P = steps_per_scale for E_W+ (each new scale starts
-            at ``lr``); 0 = constant (the paper's setting). A function of ``global_step``, so a resumed run
-            continues the same curve. The critic's rate stays ``d_lr``. Our option for long toy schedules.
-        lr_min_ratio: the decay's floor, as a fraction of ``lr``.
         train_side_heads: E2E variant: G_ds's branches train together with the encoder, with
             ``gds_loss`` added (Sec. IV-G "E2E"); the export then also writes G_ds (:func:`gds_export_path`).
         gds_loss: Eq. (1), required when ``train_side_heads`` (the paper's lambda_pp = 1 with VGG-16).
@@ -194,8 +187,6 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
         betas: tuple[float, float] = (0.9, 0.999),
         gradient_penalty: float = 0.0,
         gradient_penalty_every: int = 1,
-        lr_cosine_steps: int = 0,
-        lr_min_ratio: float = 0.1,
         train_side_heads: bool = False,
         gds_loss: GdsLoss | None = None,
         noise: Literal["const", "random"] = "const",
@@ -207,8 +198,6 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
             raise ValueError("train_side_heads (the E2E variant) needs gds_loss (Eq. (1)) for the branches")
         if gradient_penalty < 0 or gradient_penalty_every < 1:
             raise ValueError(f"gradient_penalty must be >= 0 and gradient_penalty_every >= 1, got {gradient_penalty}, {gradient_penalty_every}")
-        if lr_cosine_steps < 0 or not 0.0 <= lr_min_ratio <= 1.0:
-            raise ValueError(f"lr_cosine_steps must be >= 0 and lr_min_ratio in [0, 1], got {lr_cosine_steps}, {lr_min_ratio}")
         if discriminator is not None and discriminator.size != gds.size:
             raise ValueError(f"discriminator size {discriminator.size} != generator size {gds.size}")
         self.save_hyperparameters(ignore=["gds", "loss", "discriminator", "gds_loss", "encoder", "ew_encoder"])
@@ -246,22 +235,10 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
         """Upsample: LR [B, 3, l, l] -> G_ds output (final image + side outputs)."""
         return self.gds(self.compose_ws(lr), noise=self.hparams.noise)
 
-    def encoder_lr(self, step: int) -> float:
-        """The encoder's learning rate at encoder step ``step`` (``lr_cosine_steps``; constant when 0)."""
-        lr, period = self.hparams.lr, self.hparams.lr_cosine_steps
-        if period == 0:
-            return lr
-        floor = lr * self.hparams.lr_min_ratio
-        return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * (step % period) / period))
-
     def training_step(self, batch: SRBatch, batch_idx: int) -> None:
         _check_shapes(batch, self.gds.size, self.lr_size, type(self).__name__)
         opts = self.optimizers()
         opt_e, opt_d = (opts[0], opts[1]) if isinstance(opts, (list, tuple)) else (opts, None)
-        if self.hparams.lr_cosine_steps:
-            lr_now = self.encoder_lr(self.trainer.global_step)
-            for group in opt_e.param_groups:
-                group["lr"] = lr_now
         b = len(batch)
         out = self(batch.lr)
         fake_logits = None
@@ -293,8 +270,6 @@ class EncoderStageModule(ExternalWeightsMixin, pl.LightningModule, abc.ABC):
             self._critic_backward(d_loss)
             # the raw optimizer: trainer.global_step then counts encoder iterations only, as the paper does
             opt_d.optimizer.step()
-        if self.hparams.lr_cosine_steps:
-            logs["lr"] = torch.tensor(opt_e.param_groups[0]["lr"])
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=b)
         self.log("rec", logs.get("loss/rec", total.detach()), prog_bar=True, batch_size=b)
 

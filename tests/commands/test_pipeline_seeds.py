@@ -176,7 +176,12 @@ def test_every_toy_pipeline_stage_resolves_with_its_overrides(pipeline, capsys, 
         cfg = print_config(capsys, stage.command, *args, *stage.overrides)
         for o in stage.overrides:
             key, value = o.removeprefix("--").split("=", 1)
+            if key == "trainer.callbacks+":  # an appended callback: the class, then its init_args below
+                assert cfg["trainer"]["callbacks"][-1]["class_path"] == value, (stage.name, o)
+                continue
             node = cfg
             for part in key.split("."):
+                # `trainer.callbacks.<arg>` sets an init arg of the callback appended last
+                node = node[-1]["init_args"] if isinstance(node, list) else node
                 node = node[part]
             assert str(node) == value or float(node) == float(value), (stage.name, o, node)

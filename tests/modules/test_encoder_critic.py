@@ -3,9 +3,6 @@ gradient penalty, applied lazily: on every k-th critic step only, weighted k tim
 
 from __future__ import annotations
 
-import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -65,43 +62,3 @@ def test_every_step_penalty_by_default_and_bad_values_refused():
     gds, ew, _ = stage_networks(noisy_generator(SIZE, 16), LR)
     with pytest.raises(ValueError, match="gradient_penalty_every >= 1"):
         EWModule(ew, gds, EncoderLoss(1.0, 0.0, 0.0), gradient_penalty=10.0, gradient_penalty_every=0)
-
-
-class RecordingStep(NoStep):
-    """An optimizer stand-in with one param group: records the learning rate at each step."""
-
-    def __init__(self, lr: float) -> None:
-        self.param_groups = [{"lr": lr}]
-        self.seen: list[float] = []
-
-    def step(self) -> None:
-        self.seen.append(self.param_groups[0]["lr"])
-
-
-def test_cosine_lr_decay_follows_global_step_and_restarts():
-    """lr_cosine_steps = 4, floor 0.1: the analytic cosine 1e-3 -> 1e-4 over 4 steps, then a restart."""
-    gds, ew, _ = stage_networks(noisy_generator(SIZE, 16), LR)
-    module = EWModule(ew, gds, EncoderLoss(1.0, 0.0, 0.0), lr=1e-3, lr_cosine_steps=4, lr_min_ratio=0.1)
-    expected = [1e-4 + 9e-4 * 0.5 * (1 + math.cos(math.pi * (t % 4) / 4)) for t in range(6)]
-    assert expected[0] == pytest.approx(1e-3) and expected[2] == pytest.approx(5.5e-4) and expected[4] == pytest.approx(1e-3)
-    assert [module.encoder_lr(t) for t in range(6)] == pytest.approx(expected)
-    opt = RecordingStep(lr=1e-3)
-    module.optimizers = lambda: opt
-    module.manual_backward = lambda loss, *a, **k: None
-    module.log_dict = module.log = lambda *a, **k: None
-    module._trainer = SimpleNamespace(global_step=0)
-    hr = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    for t in range(6):
-        module._trainer.global_step = t
-        module.training_step(SRBatch(hr=hr, lr=downscale(hr, LR), index=torch.arange(2)), 0)
-    assert opt.seen == pytest.approx(expected)
-
-
-def test_constant_lr_by_default_and_bad_schedule_refused():
-    gds, ew, _ = stage_networks(noisy_generator(SIZE, 16), LR)
-    module = EWModule(ew, gds, EncoderLoss(1.0, 0.0, 0.0), lr=3e-4)
-    assert module.encoder_lr(0) == module.encoder_lr(12345) == 3e-4
-    with pytest.raises(ValueError, match="lr_cosine_steps must be >= 0"):
-        EWModule(ew, gds, EncoderLoss(1.0, 0.0, 0.0), lr_cosine_steps=-1)
-    with pytest.raises(ValueError, match="lr_min_ratio in"):
-        EWModule(ew, gds, EncoderLoss(1.0, 0.0, 0.0), lr_cosine_steps=10, lr_min_ratio=1.5)
