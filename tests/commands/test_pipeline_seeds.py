@@ -114,7 +114,7 @@ def _encoder_steps(stage) -> int:
 
 def test_toy_table_ii_gives_every_row_the_same_total_encoder_steps():
     """Every evaluated encoder row's export chain (its stage, the E_W it links, the stages those link)
-    trains 900 encoder steps in all: no variant gets more training or a warm start of its own."""
+    trains 300 encoder steps in all: no variant gets more training or a warm start of its own."""
     _, stages = read_pipeline(str(ROOT / "experiments" / "toy" / "table_ii.yaml"))
     by_name = {s.name: s for s in stages}
 
@@ -145,7 +145,7 @@ def test_toy_table_ii_gives_every_row_the_same_total_encoder_steps():
         "without L_adv",
     }
     totals = {m: sum(_encoder_steps(by_name[s]) for s in deps) for m, deps in rows.items()}
-    assert set(totals.values()) == {900}, totals
+    assert set(totals.values()) == {300}, totals
     # the rows without E_W start from the mean face, as E_W itself does
     for name in ("ewplus_direct", "without_ew_guidance"):
         init = {}
