@@ -232,6 +232,24 @@ def _last_val(run_dir: str) -> str:
     return "-"
 
 
+#: a stage's wall time, kept in its run directory for the reports of later runs that skip it
+WALL_FILE = "pipeline_wall_time.txt"
+
+
+def _write_wall(run_dir: str, wall: str) -> None:
+    with open(os.path.join(run_dir, WALL_FILE), "w") as f:
+        f.write(wall + "\n")
+
+
+def _read_wall(run_dir: str) -> str:
+    """The wall time the stage's last run took ("" when unknown, e.g. a run from before this file)."""
+    try:
+        with open(os.path.join(run_dir, WALL_FILE)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _seed_list(text: str | None) -> list[int]:
     """``--seeds 0,1,2`` -> [0, 1, 2]; distinct integers."""
     if text is None:
@@ -316,7 +334,8 @@ def _run_once(config: str, stages: list[Stage], out_dir: str, force: bool, overr
             plan = plan_stage(run_dir, export, stage.command, force=True)
         if plan.skip:
             print(f"[pipeline] {stage.name}: {export} exists, skipped (--force to re-run)")
-            rows.append((stage, "skipped (exists)", "-"))
+            ran = _read_wall(run_dir)  # a re-run (e.g. to summarise seeds) keeps the earlier run's figures
+            rows.append((stage, f"skipped (exists; ran in {ran})" if ran else "skipped (exists)", _last_val(run_dir) if stage.command == "fit" else "-"))
             continue
         print(f"[pipeline] {stage.name}: python -m lit_propulse {stage.command} {' '.join(config_args)} (run dir {run_dir})")
         if stage.links:
@@ -338,7 +357,9 @@ def _run_once(config: str, stages: list[Stage], out_dir: str, force: bool, overr
             )
         if stage.command == "fit":
             mark_done(export)  # the fit completed (also when resumed at its very end)
-        rows.append((stage, f"{time.time() - t0:.0f} s", _last_val(run_dir) if stage.command == "fit" else "-"))
+        wall = f"{time.time() - t0:.0f} s"
+        _write_wall(run_dir, wall)
+        rows.append((stage, wall, _last_val(run_dir) if stage.command == "fit" else "-"))
     report = os.path.join(out_dir, "report.md")
     os.makedirs(out_dir, exist_ok=True)
     with open(report, "w") as f:

@@ -53,9 +53,13 @@ def test_seeds_run_every_stage_per_seed_and_vary_pulse(tmp_path, one_thread, cap
     md = (tmp_path / "out" / "seeds.md").read_text()
     assert "| PULSE |" in md and "Seeds 0, 1; 3 test images per seed" in md
     assert "seeds 0,1 done" in capsys.readouterr().out
-    # a second call finds every seed's evaluation finished and only summarises again
+    walls = [re.search(r"\| eval \|.*\| (\d+ s) \| - \|", (tmp_path / "out" / f"seed{s}" / "report.md").read_text()).group(1) for s in (0, 1)]
+    # a second call finds every seed's evaluation finished and only summarises again; each seed's
+    # report keeps the wall time of the run that made it
     assert main(["pipeline", "--config", str(tmp_path / "p.yaml"), "--seeds", "0,1"]) == 0
     assert capsys.readouterr().out.count("exists, skipped") == 2
+    for s, wall in zip((0, 1), walls):
+        assert f"| skipped (exists; ran in {wall}) |" in (tmp_path / "out" / f"seed{s}" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
