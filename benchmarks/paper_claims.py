@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(check_all(summary), summary)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        with open(args.out, "w") as f:  # a page of its own: a title naming its source
+            f.write(f"# The papers' claims, seed by seed\n\n`python benchmarks/paper_claims.py {args.seeds_json}`\n\n{text}")
     return 0
 
 
