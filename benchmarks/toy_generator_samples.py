@@ -20,12 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.make_toy_grid import grid  # noqa: E402
 from datamodules.toy_faces import render_toy_face  # noqa: E402
+from lit_propulse.core.images import to_uint8  # noqa: E402
 from lit_propulse.networks.stylegan2 import Generator  # noqa: E402
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] -> [N, H, W, 3] uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 @torch.no_grad()
@@ -37,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     G = Generator.from_checkpoint(args.generator).eval()
     torch.manual_seed(0)
-    fake = to_uint8(G(torch.randn(64, G.z_dim), truncation=1.0, noise="random").image)
+    fake = to_uint8(G(torch.randn(64, G.z_dim), truncation=1.0, noise="random").image).permute(0, 2, 3, 1).numpy()
     Image.fromarray(grid(fake, 8, 8)).save(args.out_grid)
     real = np.stack([render_toy_face(0, 50_000 + i, 64)[0] for i in range(8)])
     both = np.concatenate([real, fake[:16]]).repeat(2, axis=1).repeat(2, axis=2)
