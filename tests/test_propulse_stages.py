@@ -542,6 +542,8 @@ def test_toy_table_ii_pipeline_runs_every_row(tmp_path, capsys):
     links = yaml.safe_load((run / "eval" / "pipeline_links.yaml").read_text())["model"]["init_args"]["methods"]
     by_name = {m["init_args"]["name"]: m["init_args"] for m in links}
     assert by_name["E2E"]["gds"] == str(run / "e2e" / "ewplus_gds.pt") and by_name["without L_adv"]["encoder"] == str(run / "without_adv" / "ewplus.pt")
+    # PULSE and pSp search the generator this seed's G_ds carries, not whatever file is shipped now
+    assert by_name["PULSE"]["generator"] == by_name["pSp"]["generator"] == str(run / "gds" / "gds.pt")
     assert yaml.safe_load((run / "e2e" / "pipeline_links.yaml").read_text())["model"]["init_args"]["gds"]["init_args"]["path"] == str(
         run / "e2e_ew" / "ew_gds.pt"
     )
