@@ -477,3 +477,32 @@ def test_flop_counter_works_under_no_grad(G):
     assert counter.get_total_flops() > 0
     const = G.synthesis.input(2)
     assert const._base is None and const.shape == (2, *G.synthesis.input.input.shape[1:])
+
+
+def test_widening_a_trained_checkpoint_keeps_every_image_and_logit(tmp_path):
+    """widen_trainer_checkpoint: more channels at 16², 32² and 64² (StyleGAN2 Sec. 4.2's remedy), the same
+    function: images (const noise, two truncations) and discriminator logits match the original; the new
+    channels are really there; 4² and shrinking are refused."""
+    from lit_propulse.networks.checkpoints import load_checkpoint_file, widen_trainer_checkpoint
+
+    ckpt = load_checkpoint_file(FIX / "checkpoint.pt")
+    wide = widen_trainer_checkpoint(ckpt, {16: 64, 32: 48, 64: 32}, seed=3)
+    torch.save(wide, tmp_path / "wide.pt")
+    G0, G1 = Generator.from_checkpoint(FIX / "checkpoint.pt").eval(), Generator.from_checkpoint(tmp_path / "wide.pt").eval()
+    D0, D1 = Discriminator.from_checkpoint(FIX / "checkpoint.pt").eval(), Discriminator.from_checkpoint(tmp_path / "wide.pt").eval()
+    assert G1.arch["channels"] == {4: 64, 8: 64, 16: 64, 32: 48, 64: 32} == D1.arch["channels"]
+    assert sum(p.numel() for p in G1.parameters()) > 1.3 * sum(p.numel() for p in G0.parameters())
+    z = torch.randn(4, G0.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for trunc in (1.0, 0.7):
+            a, b = G0(z, truncation=trunc, noise="const").image, G1(z, truncation=trunc, noise="const").image
+            assert a.abs().mean() > 0.05 and (a - b).abs().max() < 1e-4
+        x = torch.cat([a, torch.rand(4, 3, 64, 64) * 2 - 1])
+        assert (D0(x) - D1(x)).abs().max() < 1e-4
+    # the new output channels have fresh weights (not zeros), ready to be trained
+    new_rows = wide["g_ema"]["convs.6.conv.weight"][:, 16:]  # 64²'s first conv: 16 -> 32 output channels
+    assert new_rows.abs().mean() > 0.1
+    with pytest.raises(ValueError, match="4x4"):
+        widen_trainer_checkpoint(ckpt, {4: 128})
+    with pytest.raises(ValueError, match="only grow"):
+        widen_trainer_checkpoint(ckpt, {64: 8})

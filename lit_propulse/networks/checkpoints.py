@@ -50,6 +50,7 @@ __all__ = [
     "port_to_ours",
     "read_discriminator",
     "read_generator",
+    "widen_trainer_checkpoint",
     "write_generator",
 ]
 
@@ -282,6 +283,81 @@ def _plain_arch(arch: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def widen_trainer_checkpoint(ckpt: dict[str, Any], channels: dict[int, int], seed: int = 0, source: str = "<checkpoint>") -> dict[str, Any]:
+    """The same trainer export (``g_ema``, and ``g`` / ``d`` when present) with more channels at some
+    resolutions, computing the same function: every generator image and discriminator logit is
+    unchanged (up to float rounding), so training continues from where it was with more capacity.
+
+    Each old tensor is embedded in the leading block of the wider one. New output channels of a layer
+    get a fresh initialisation (``seed``); the next layer's weights that read them are zero, so they
+    add nothing until training moves those weights. Layers whose equalised-lr scale 1/sqrt(fan_in)
+    is not undone by demodulation (ToRGB, every discriminator conv) get their old weights multiplied
+    by sqrt(new fan_in / old fan_in); the demodulated convs need no correction (the scale cancels).
+    This is StyleGAN2's own remedy for missing capacity at high resolutions (Karras et al. 2020,
+    Sec. 4.2, Fig. 8: doubling the feature maps there), applied to a network already trained.
+
+    Args:
+        ckpt: a trainer export (``StyleGAN2Module.export_port_checkpoint``; ``g_ema`` required).
+        channels: resolution -> new channel count, each at least the current one; 4² cannot change
+            (the discriminator's final layers flatten it).
+        seed: seed for the new channels' initialisation.
+        source: the file's name, for error messages.
+    Returns:
+        the new checkpoint dict (``arch`` / ``d_arch`` updated; other entries kept).
+    """
+    if "g_ema" not in ckpt:
+        raise CheckpointError(f"{source}: no 'g_ema' to widen")
+    old_g = infer_generator_arch(ckpt["g_ema"], source)
+    old_c = old_g["channels"]
+    channels = {int(r): int(c) for r, c in channels.items()}
+    for r, c in channels.items():
+        if r not in old_c:
+            raise ValueError(f"{source}: no resolution {r} in the channel table {old_c}")
+        if r == 4 and c != old_c[4]:
+            raise ValueError(f"cannot widen 4x4 ({old_c[4]} -> {c}): the discriminator's final layers flatten it")
+        if c < old_c[r]:
+            raise ValueError(f"channels can only grow: {r}x{r} has {old_c[r]}, asked for {c}")
+    saved = ckpt.get("arch") if isinstance(ckpt.get("arch"), dict) else {}
+    g_arch = {**old_g, "channels": {**old_c, **channels}, "lr_mlp": float(saved.get("lr_mlp", 0.01))}
+    out = dict(ckpt)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh_g = Generator(**g_arch).port_state_dict()
+        out["arch"] = _plain_arch(Generator(**g_arch).arch)
+        for key in ("g_ema", "g"):
+            if key in ckpt:  # [1, out, in, k, k] modulated convs; ToRGB (no demodulation) rescaled
+                out[key] = {n: _embed(ckpt[key][n], fresh_g[n], out_dim=1, in_dim=2, rescale="to_rgb" in n) for n in fresh_g}
+        if "d" in ckpt:
+            d_arch = {**infer_discriminator_arch(ckpt["d"], source), **(ckpt.get("d_arch") or {})}
+            d_arch["channels"] = {**{int(r): int(c) for r, c in d_arch["channels"].items()}, **channels}
+            D = Discriminator(**d_arch)
+            fresh_d = {k: v.detach() for k, v in D.state_dict().items()}
+            out["d"] = {n: _embed(ckpt["d"][n], fresh_d[n], out_dim=0, in_dim=1, rescale=True) for n in fresh_d}  # [out, in, k, k]
+            out["d_arch"] = _plain_arch(D.arch)
+    return out
+
+
+def _embed(old: Tensor, fresh: Tensor, out_dim: int, in_dim: int, rescale: bool) -> Tensor:
+    """``old`` in the leading block of ``fresh``'s shape; for conv weights (ndim > 2), the old output
+    channels read the new input channels through zeros, and ``rescale`` keeps the equalised-lr
+    product scale * weight of the old entries."""
+    if old.shape == fresh.shape:
+        return old.clone()
+    if old.ndim != fresh.ndim or any(a > b for a, b in zip(old.shape, fresh.shape)):
+        raise ValueError(f"cannot embed a {tuple(old.shape)} tensor in {tuple(fresh.shape)}")
+    new = fresh.clone().to(old.dtype)
+    lead = tuple(slice(0, n) for n in old.shape)
+    if old.ndim > 2:
+        rows = [slice(None)] * old.ndim
+        rows[out_dim] = slice(0, old.shape[out_dim])
+        rows[in_dim] = slice(old.shape[in_dim], None)
+        new[tuple(rows)] = 0
+        if rescale:
+            old = old * (fresh.shape[in_dim] / old.shape[in_dim]) ** 0.5
+    new[lead] = old
+    return new
 
 
 # ----------------------------------------------------------------------------------------------
