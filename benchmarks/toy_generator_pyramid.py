@@ -8,7 +8,12 @@ prints the RMS of the generator's own contribution at r (``skips[r] - up(skips[r
 pyramids show whether the outputs have the data's spectrum; the contributions show which layers
 make it.
 
-    python benchmarks/toy_generator_pyramid.py [GENERATOR.pt ...] [--num 256]
+``--fid N`` adds where the toy-FID gap lies by scale: toy-FID (the shipped classifier's features) of N
+samples against N real test faces after both sides are low-passed to r (downscaled to r, bilinearly
+upsampled back), for every r, beside the same figure for N real train faces (the floor at r). A
+generator whose gap vanishes at r but not at 2r differs from the data in the octave between them.
+
+    python benchmarks/toy_generator_pyramid.py [GENERATOR.pt ...] [--num 256] [--fid 1000]
 
 Default: the shipped toy generator and, for reference, a randomly initialised one of the same
 architecture.
@@ -26,8 +31,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.toy_generator_curve import fid, samples  # noqa: E402
 from datamodules.toy_faces import ToyFacesDataset  # noqa: E402
 from lit_propulse.core.downscale import downscale  # noqa: E402
+from lit_propulse.networks.attribute_classifier import load_attribute_classifier  # noqa: E402
 from lit_propulse.networks.stylegan2 import Generator  # noqa: E402
 
 SHIPPED = str(ROOT / "lit_propulse" / "data" / "toy_stylegan2_64.pt")
@@ -60,11 +67,23 @@ def pyramid(images: torch.Tensor, resolutions: list[int]) -> dict[int, float]:
     return out
 
 
+def low_pass(images: torch.Tensor, r: int) -> torch.Tensor:
+    """The images with nothing finer than r: downscaled to r, bilinearly upsampled to their size."""
+    size = images.shape[-1]
+    return images if r == size else F.interpolate(downscale(images, r), size=size, mode="bilinear", align_corners=False)
+
+
+def fid_by_scale(images: torch.Tensor, real: torch.Tensor, resolutions: list[int], classifier) -> dict[int, float]:
+    """r -> toy-FID of ``images`` against ``real``, both low-passed to r."""
+    return {r: fid(low_pass(real, r), low_pass(images, r), classifier) for r in resolutions}
+
+
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("generators", nargs="*", default=[SHIPPED, "random"], help="generator files ('random': a fresh one like the shipped)")
     ap.add_argument("--num", type=int, default=256)
+    ap.add_argument("--fid", type=int, default=0, help="also toy-FID after low-passing to each resolution, N samples vs N faces (0 = off)")
     args = ap.parse_args(argv)
     test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.num)
     real = torch.stack([test[i]["hr"] for i in range(len(test))])
@@ -86,6 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     print("| | " + " | ".join(f"{r}²" for r in res) + " |\n|---|" + "---:|" * len(res))
     for name, values in rows:
         print(f"| {name} | " + " | ".join(f"{values[r]:.3f}" for r in res) + " |")
+    if args.fid:
+        classifier = load_attribute_classifier(str(ROOT / "lit_propulse" / "data" / "toy_attributes_64.pt")).eval()
+        test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=50000, num_test=args.fid)
+        train = ToyFacesDataset("train", hr_size=64, lr_size=8, num_train=50000, num_test=args.fid)
+        real = torch.stack([test[i]["hr"] for i in range(args.fid)])
+        real_train = torch.stack([train[i]["hr"] for i in range(args.fid)])
+        scales = [r for r in res if r >= 8]
+        print(f"\ntoy-FID with both sides low-passed to r ({args.fid} vs {args.fid}; floor: real train vs real test faces)")
+        print("| | " + " | ".join(f"≤ {r}²" for r in scales) + " |\n|---|" + "---:|" * len(scales))
+        for path in [p for p in args.generators if p != "random"]:
+            by_r = fid_by_scale(samples(Generator.from_checkpoint(path).eval(), args.fid), real, scales, classifier)
+            print(f"| {Path(path).name} | " + " | ".join(f"{by_r[r]:.1f}" for r in scales) + " |")
+        by_r = fid_by_scale(real_train, real, scales, classifier)
+        print("| real train faces (floor) | " + " | ".join(f"{by_r[r]:.1f}" for r in scales) + " |")
     return 0
 
 

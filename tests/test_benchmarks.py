@@ -203,7 +203,7 @@ def test_ship_toy_exports_checks_float16_and_the_budget(stage_exports, tmp_path,
 
 def test_toy_generator_pyramid_levels(capsys):
     """benchmarks/toy_generator_pyramid.py: a constant image has all its energy at the coarsest level
-    (analytic), and the table runs on the port fixture generator."""
+    (analytic), low-passing removes what is finer than r, and both tables run on the port fixture generator."""
     from tests.helpers import PORT_G64
 
     pyr = _load("toy_generator_pyramid")
@@ -211,9 +211,16 @@ def test_toy_generator_pyramid_levels(capsys):
     assert levels[4] == pytest.approx(0.5, abs=1e-6) and all(levels[r] < 1e-6 for r in (8, 16, 32, 64))
     skips = {4: torch.ones(1, 3, 4, 4), 8: torch.ones(1, 3, 8, 8) * 3}
     assert pyr.contributions(skips) == pytest.approx({4: 1.0, 8: 2.0})
-    assert pyr.main([str(PORT_G64), "--num", "4"]) == 0
+    # low-passing to r keeps what is coarser than r: a 1-px checkerboard (amplitude 1) vanishes but for
+    # the bicubic kernel's edge effects, a constant stays
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None]) % 2 * 2.0 - 1
+    checker = checker.expand(2, 3, 64, 64)
+    assert pyr.low_pass(checker, 32).abs().max() < 0.03 and pyr.low_pass(checker, 64).equal(checker)
+    assert pyr.low_pass(torch.full((1, 3, 64, 64), 0.3), 16) == pytest.approx(torch.full((1, 3, 64, 64), 0.3), abs=1e-6)
+    assert pyr.main([str(PORT_G64), "--num", "4", "--fid", "8"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint.pt: RGB contribution" in out and "real test faces: pyramid" in out
+    assert "| checkpoint.pt | " in out and "| real train faces (floor) | " in out and "≤ 32²" in out
 
 
 def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
