@@ -324,8 +324,9 @@ def widen_trainer_checkpoint(ckpt: dict[str, Any], channels: dict[int, int], see
     out = dict(ckpt)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh_g = Generator(**g_arch).port_state_dict()
-        out["arch"] = _plain_arch(Generator(**g_arch).arch)
+        G = Generator(**g_arch)
+        fresh_g = G.port_state_dict()
+        out["arch"] = _plain_arch(G.arch)
         for key in ("g_ema", "g"):
             if key in ckpt:  # [1, out, in, k, k] modulated convs; ToRGB (no demodulation) rescaled
                 out[key] = {n: _embed(ckpt[key][n], fresh_g[n], out_dim=1, in_dim=2, rescale="to_rgb" in n) for n in fresh_g}
