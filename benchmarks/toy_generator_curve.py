@@ -10,6 +10,11 @@ the largest attribute-frequency gaps) and ``toy_generator_curve.csv`` (the same 
 prints the table. Snapshots do not outlive a machine, so ``--earlier CSV`` (a CSV this script wrote
 before) adds the rows of earlier calls to the table and the plot, marked as such; a kimg measured
 again in this call replaces the earlier row.
+
+``--noise-control 0.01 0.02`` adds control rows: the same real test faces plus Gaussian noise of each
+standard deviation (images in [-1, 1]), scored like a snapshot (toy-FID against the clean faces,
+attribute-frequency gaps by the same classifier). They show how much of a snapshot's figures a faint
+grain alone accounts for (docs/toy-domain.md: the classifier reads σ 0.02 grain as Rosy_Cheeks).
 """
 
 from __future__ import annotations
@@ -61,6 +66,13 @@ def frequencies(images: torch.Tensor, classifier) -> torch.Tensor:
     return torch.cat([classifier.scores(c) for c in images.split(250)]).gt(0.5).float().mean(0)  # [A]
 
 
+def gap_row(images: torch.Tensor, real: torch.Tensor, data_freq: torch.Tensor, classifier) -> tuple[float, float, str]:
+    """(toy-FID against ``real``, max |attribute-frequency gap| in points, the three largest gaps) of ``images``."""
+    gap = (frequencies(images, classifier) - data_freq) * 100  # percentage points
+    worst = gap.abs().argsort(descending=True)[:3].tolist()
+    return fid(real, images, classifier), float(gap.abs().max()), ", ".join(f"{TOY_ATTRIBUTES[i]} {gap[i]:+.1f}" for i in worst)
+
+
 def read_rows(path: str) -> list[tuple[float, float, float, str]]:
     """(kimg, toy-FID, max gap, largest gaps) rows of a toy_generator_curve.csv."""
     with open(path, newline="") as f:
@@ -74,6 +86,14 @@ def main() -> None:
     ap.add_argument("--classifier", default="lit_propulse/data/toy_attributes_64.pt")
     ap.add_argument("--out", default=None, help="folder for the plot and the table (none = print only)")
     ap.add_argument("--earlier", default=None, help="toy_generator_curve.csv of earlier calls: their rows are kept (marked) beside this call's")
+    ap.add_argument(
+        "--noise-control",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="SIGMA",
+        help="control rows: the real test faces + Gaussian noise of these standard deviations",
+    )
     args = ap.parse_args()
     earlier = read_rows(args.earlier) if args.earlier else []
     t0 = time.time()
@@ -88,15 +108,17 @@ def main() -> None:
     rows = []
     for path in paths:
         G = Generator.from_checkpoint(path).eval()
-        fake = samples(G, args.num)
-        gap = (frequencies(fake, classifier) - data_freq) * 100  # percentage points
-        worst = gap.abs().argsort(descending=True)[:3].tolist()
-        rows.append((kimg_of(path), fid(real, fake, classifier), float(gap.abs().max()), ", ".join(f"{TOY_ATTRIBUTES[i]} {gap[i]:+.1f}" for i in worst)))
+        rows.append((kimg_of(path), *gap_row(samples(G, args.num), real, data_freq, classifier)))
         print(f"{rows[-1][0]:8.1f} kimg  toy-FID {rows[-1][1]:8.2f}  max |freq gap| {rows[-1][2]:5.1f} pt  ({rows[-1][3]})", flush=True)
     now = {r[0] for r in rows}
     rows = sorted([(*r, True) for r in earlier if r[0] not in now] + [(*r, False) for r in rows])
     table = ["| kimg | toy-FID ↓ | max attribute-frequency gap (points) | largest gaps (sample − data) |", "|---|---|---|---|"]
     table += [f"| {k:.0f}{' (earlier call)' if old else ''} | {f:.1f} | {g:.1f} | {w} |" for k, f, g, w, old in rows]
+    noise = torch.Generator().manual_seed(1)
+    for sigma in args.noise_control:
+        noisy = (real + sigma * torch.randn(real.shape, generator=noise)).clamp(-1, 1)
+        f, g, w = gap_row(noisy, real, data_freq, classifier)
+        table.append(f"| control: real test faces + noise σ {sigma:g} | {f:.1f} | {g:.1f} | {w} |")
     print("\n".join(table))
     print(f"({args.num} samples and {args.num} real test faces per row; {time.time() - t0:.0f} s)")
     if args.out:

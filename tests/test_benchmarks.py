@@ -236,10 +236,15 @@ def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
     shutil.copy(PORT_G64, run / "stylegan2-kimg_00016.pt")
     earlier = tmp_path / "earlier.csv"
     earlier.write_text('kimg,toy_fid,max_gap,largest_gaps\n8.0,200.0,50.0,"Bangs +50.0"\n16.0,999.0,1.0,"old"\n')
-    monkeypatch.setattr(sys, "argv", ["x", str(run), "--num", "8", "--out", str(tmp_path / "out"), "--earlier", str(earlier)])
+    argv = ["x", str(run), "--num", "8", "--out", str(tmp_path / "out"), "--earlier", str(earlier), "--noise-control", "0", "0.5"]
+    monkeypatch.setattr(sys, "argv", argv)
     curve.main()
     rows = curve.read_rows(tmp_path / "out" / "toy_generator_curve.csv")
     assert [r[0] for r in rows] == [8.0, 16.0] and rows[0][1] == 200.0 and rows[1][1] != 999.0
     table = (tmp_path / "out" / "toy_generator_curve.md").read_text()
     assert "| 8 (earlier call) | 200.0 |" in table and "| 16 | " in table
+    # the noise controls: σ 0 is the clean faces against themselves (toy-FID 0); σ 0.5 is far from them
+    controls = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in table.splitlines() if "control:" in line}
+    assert controls["control: real test faces + noise σ 0"] < 0.5 < 10 < controls["control: real test faces + noise σ 0.5"]
+    assert len(rows) == 2  # the controls stay out of the CSV and the plot
     assert (tmp_path / "out" / "toy_generator_curve.png").is_file()
