@@ -223,6 +223,26 @@ def test_toy_generator_pyramid_levels(capsys):
     assert "| checkpoint.pt | " in out and "| real train faces (floor) | " in out and "≤ 32²" in out
 
 
+def test_toy_generator_pyramid_grain(capsys):
+    """benchmarks/toy_generator_pyramid.py --grain: a flat image is all flat pixels; faint detail painted
+    only into the outer frame is counted there and vanishes when the frame is replaced; the table runs."""
+    from tests.helpers import PORT_G64
+
+    pyr = _load("toy_generator_pyramid")
+    flat = torch.full((2, 3, 64, 64), 0.2)
+    assert pyr.grain(flat) == {"flat": 1.0, "faint": 0.0, "faint_in_frame": 0.0}
+    # a 1-px checkerboard of amplitude 0.02 (its 3×3 detail: 0.02 · 8/9 or 10/9, all faint) in the frame only
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2 * 0.04 - 0.02).expand(2, 3, 64, 64)
+    framed = flat + checker * pyr.frame(64)
+    g = pyr.grain(framed)
+    assert g["faint_in_frame"] == 1.0 and 0.15 < g["faint"] < 0.2 and g["flat"] + g["faint"] == pytest.approx(1.0)
+    assert pyr.without_frame(framed).equal(flat)
+    assert pyr.frame(64).float().mean() == pytest.approx(1 - 58**2 / 64**2)
+    assert pyr.main([str(PORT_G64), "--num", "4", "--grain", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "faint pixels in the frame" in out and "| checkpoint.pt | " in out and "| real test faces | " in out
+
+
 def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
     """benchmarks/toy_generator_curve.py --earlier: the rows of earlier calls stay in the table, the
     plot and the CSV (marked), and a kimg measured again replaces its earlier row."""
