@@ -17,7 +17,9 @@ generator whose gap vanishes at r but not at 2r differs from the data in the oct
 pixel's detail is its largest channel difference from its 3×3 mean (edges replicated); the fractions of
 flat pixels (detail < 0.01) and of faint ones (0.01–0.03), the share of the faint pixels that lie in
 the outer ``BAND``-px frame, and toy-FID after that frame is replaced on both sides by the interior's
-replicated edge (what the frame costs).
+replicated edge (what the frame costs); then the same for the real faces with Gaussian noise of σ
+``NOISE`` added (a grain of known size), and the mean logit that the first file's own discriminator gives
+each set (how much of the grain the discriminator, and so the generator's training signal, sees).
 
     python benchmarks/toy_generator_pyramid.py [GENERATOR.pt ...] [--num 256] [--fid 1000] [--grain 1000]
 
@@ -41,7 +43,7 @@ from benchmarks.toy_generator_curve import fid, samples  # noqa: E402
 from datamodules.toy_faces import ToyFacesDataset  # noqa: E402
 from lit_propulse.core.downscale import downscale  # noqa: E402
 from lit_propulse.networks.attribute_classifier import load_attribute_classifier  # noqa: E402
-from lit_propulse.networks.stylegan2 import Generator  # noqa: E402
+from lit_propulse.networks.stylegan2 import Discriminator, Generator  # noqa: E402
 
 SHIPPED = str(ROOT / "lit_propulse" / "data" / "toy_stylegan2_64.pt")
 
@@ -84,6 +86,7 @@ def fid_by_scale(images: torch.Tensor, real: torch.Tensor, resolutions: list[int
     return {r: fid(low_pass(real, r), low_pass(images, r), classifier) for r in resolutions}
 
 
+NOISE = (0.01, 0.02)  # --grain's controls: real faces + Gaussian noise of these σ (images in [-1, 1]; seed 1)
 BAND = 3  # the frame --grain looks at: the outer 3 px of a 64² image, 18 % of its pixels
 
 
@@ -159,16 +162,24 @@ def main(argv: list[str] | None = None) -> int:
         classifier = load_attribute_classifier(str(ROOT / "lit_propulse" / "data" / "toy_attributes_64.pt")).eval()
         test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.grain)
         real = torch.stack([test[i]["hr"] for i in range(args.grain)])
-        share = float(frame(real.shape[-1]).float().mean())
+        files = [p for p in args.generators if p != "random"]
+        D = Discriminator.from_checkpoint(files[0]).eval() if files else None
+        noise = torch.Generator().manual_seed(1)
+        sets = [(f"{Path(p).name} (g_ema samples)", samples(Generator.from_checkpoint(p).eval(), args.grain)) for p in files]
+        sets.append(("real test faces", real))
+        sets += [(f"real test faces + noise σ {s}", (real + s * torch.randn(real.shape, generator=noise)).clamp(-1, 1)) for s in NOISE]
         print(f"\nwhere the faint detail sits ({args.grain} images each; detail = largest channel difference from the 3×3 mean;")
-        print(f"the frame = the outer {BAND} px, {share:.0%} of the pixels; toy-FID against the real faces, the frame replaced on both sides)")
-        print("| images | flat (< 0.01) | faint (0.01–0.03) | faint pixels in the frame | toy-FID | toy-FID, frame replaced |\n|---|---:|---:|---:|---:|---:|")
-        named = [(Path(p).name, samples(Generator.from_checkpoint(p).eval(), args.grain)) for p in args.generators if p != "random"]
-        for name, images in [*named, ("real test faces", real)]:
+        print(f"the frame = the outer {BAND} px, {float(frame(64).float().mean()):.0%} of the pixels; toy-FID against the real faces, then with the frame")
+        print(f"replaced on both sides; D logit: the mean of {Path(files[0]).name if files else '-'}'s own discriminator, higher = more real)")
+        print("| images | flat (< 0.01) | faint (0.01–0.03) | faint pixels in the frame | toy-FID | toy-FID, frame replaced | D logit |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, images in sets:
             g = grain(images)
-            full = fid(real, images, classifier) if images is not real else 0.0
-            framed = fid(without_frame(real), without_frame(images), classifier) if images is not real else 0.0
-            print(f"| {name} | {g['flat']:.3f} | {g['faint']:.3f} | {g['faint_in_frame']:.3f} | {full:.1f} | {framed:.1f} |")
+            same = images is real
+            full = 0.0 if same else fid(real, images, classifier)
+            framed = 0.0 if same else fid(without_frame(real), without_frame(images), classifier)
+            logit = f"{float(torch.cat([D(c) for c in images.split(100)]).mean()):.2f}" if D is not None else "—"
+            print(f"| {name} | {g['flat']:.3f} | {g['faint']:.3f} | {g['faint_in_frame']:.3f} | {full:.1f} | {framed:.1f} | {logit} |")
     return 0
 
 

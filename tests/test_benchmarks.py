@@ -240,7 +240,11 @@ def test_toy_generator_pyramid_grain(capsys):
     assert pyr.frame(64).float().mean() == pytest.approx(1 - 58**2 / 64**2)
     assert pyr.main([str(PORT_G64), "--num", "4", "--grain", "8"]) == 0
     out = capsys.readouterr().out
-    assert "faint pixels in the frame" in out and "| checkpoint.pt | " in out and "| real test faces | " in out
+    assert "faint pixels in the frame" in out and "| checkpoint.pt (g_ema samples) | " in out and "| real test faces | " in out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| real test faces") and line.count("|") == 8}
+    # the noise controls: clean faces scored against themselves (0), σ 0.02 fewer flat pixels than σ 0.01, a D logit each
+    assert float(rows["real test faces"][3]) == 0.0 and float(rows["real test faces + noise σ 0.02"][0]) < float(rows["real test faces + noise σ 0.01"][0])
+    assert all(r[5].strip() != "—" for r in rows.values())
 
 
 def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
