@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.toy_generator_curve import fid, samples  # noqa: E402
 from datamodules.toy_faces import ToyFacesDataset  # noqa: E402
 from lit_propulse.core.downscale import downscale  # noqa: E402
+from lit_propulse.core.errors import CheckpointError  # noqa: E402
 from lit_propulse.networks.attribute_classifier import load_attribute_classifier  # noqa: E402
 from lit_propulse.networks.stylegan2 import Discriminator, Generator  # noqa: E402
 
@@ -108,6 +109,14 @@ def without_frame(images: torch.Tensor, band: int = BAND) -> torch.Tensor:
     return F.pad(images[..., band:-band, band:-band], (band, band, band, band), mode="replicate")
 
 
+def discriminator(path: str) -> Discriminator | None:
+    """The file's discriminator (``"d"``), or None for a generator-only export."""
+    try:
+        return Discriminator.from_checkpoint(path).eval()
+    except CheckpointError:
+        return None
+
+
 def grain(images: torch.Tensor) -> dict[str, float]:
     """Fractions of flat (< 0.01) and faint (0.01–0.03) pixels, and the faint pixels' share in the frame."""
     d = detail(images)
@@ -163,14 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.grain)
         real = torch.stack([test[i]["hr"] for i in range(args.grain)])
         files = [p for p in args.generators if p != "random"]
-        D = Discriminator.from_checkpoint(files[0]).eval() if files else None
+        D = discriminator(files[0]) if files else None
         noise = torch.Generator().manual_seed(1)
         sets = [(f"{Path(p).name} (g_ema samples)", samples(Generator.from_checkpoint(p).eval(), args.grain)) for p in files]
         sets.append(("real test faces", real))
         sets += [(f"real test faces + noise σ {s}", (real + s * torch.randn(real.shape, generator=noise)).clamp(-1, 1)) for s in NOISE]
         print(f"\nwhere the faint detail sits ({args.grain} images each; detail = largest channel difference from the 3×3 mean;")
         print(f"the frame = the outer {BAND} px, {float(frame(64).float().mean()):.0%} of the pixels; toy-FID against the real faces, then with the frame")
-        print(f"replaced on both sides; D logit: the mean of {Path(files[0]).name if files else '-'}'s own discriminator, higher = more real)")
+        whose = f"{Path(files[0]).name}'s own discriminator" if D is not None else "no discriminator in the first file"
+        print(f"replaced on both sides; D logit: the mean of {whose}, higher = more real)")
         print("| images | flat (< 0.01) | faint (0.01–0.03) | faint pixels in the frame | toy-FID | toy-FID, frame replaced | D logit |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, images in sets:

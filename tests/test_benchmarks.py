@@ -223,7 +223,7 @@ def test_toy_generator_pyramid_levels(capsys):
     assert "| checkpoint.pt | " in out and "| real train faces (floor) | " in out and "≤ 32²" in out
 
 
-def test_toy_generator_pyramid_grain(capsys):
+def test_toy_generator_pyramid_grain(tmp_path, capsys):
     """benchmarks/toy_generator_pyramid.py --grain: a flat image is all flat pixels; faint detail painted
     only into the outer frame is counted there and vanishes when the frame is replaced; the table runs."""
     from tests.helpers import PORT_G64
@@ -245,6 +245,13 @@ def test_toy_generator_pyramid_grain(capsys):
     # the noise controls: clean faces scored against themselves (0), σ 0.02 fewer flat pixels than σ 0.01, a D logit each
     assert float(rows["real test faces"][3]) == 0.0 and float(rows["real test faces + noise σ 0.02"][0]) < float(rows["real test faces + noise σ 0.01"][0])
     assert all(r[5].strip() != "—" for r in rows.values())
+    # a generator-only export (no "d"): the table still runs, without the D column
+    ckpt = torch.load(PORT_G64, map_location="cpu", weights_only=False)
+    g_only = tmp_path / "g_only.pt"
+    torch.save({"g_ema": ckpt["g_ema"], "latent_avg": ckpt["latent_avg"]}, g_only)
+    assert pyr.main([str(g_only), "--num", "4", "--grain", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "no discriminator in the first file" in out and "| g_only.pt (g_ema samples) | " in out and out.rstrip().endswith("| — |")
 
 
 def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
