@@ -66,6 +66,13 @@ def frequencies(images: torch.Tensor, classifier) -> torch.Tensor:
     return torch.cat([classifier.scores(c) for c in images.split(250)]).gt(0.5).float().mean(0)  # [A]
 
 
+def noise_controls(real: torch.Tensor, sigmas) -> list[tuple[float, torch.Tensor]]:
+    """(σ, the real faces + Gaussian noise of σ, clamped to [-1, 1]) for each σ in order, noise seeded 1:
+    grain of known size, the control rows beside generated images."""
+    noise = torch.Generator().manual_seed(1)
+    return [(s, (real + s * torch.randn(real.shape, generator=noise)).clamp(-1, 1)) for s in sigmas]
+
+
 def gap_row(images: torch.Tensor, real: torch.Tensor, data_freq: torch.Tensor, classifier) -> tuple[float, float, str]:
     """(toy-FID against ``real``, max |attribute-frequency gap| in points, the three largest gaps) of ``images``."""
     gap = (frequencies(images, classifier) - data_freq) * 100  # percentage points
@@ -114,9 +121,7 @@ def main() -> None:
     rows = sorted([(*r, True) for r in earlier if r[0] not in now] + [(*r, False) for r in rows])
     table = ["| kimg | toy-FID ↓ | max attribute-frequency gap (points) | largest gaps (sample − data) |", "|---|---|---|---|"]
     table += [f"| {k:.0f}{' (earlier call)' if old else ''} | {f:.1f} | {g:.1f} | {w} |" for k, f, g, w, old in rows]
-    noise = torch.Generator().manual_seed(1)
-    for sigma in args.noise_control:
-        noisy = (real + sigma * torch.randn(real.shape, generator=noise)).clamp(-1, 1)
+    for sigma, noisy in noise_controls(real, args.noise_control):
         f, g, w = gap_row(noisy, real, data_freq, classifier)
         table.append(f"| control: real test faces + noise σ {sigma:g} | {f:.1f} | {g:.1f} | {w} |")
     print("\n".join(table))

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.toy_generator_curve import fid, samples  # noqa: E402
+from benchmarks.toy_generator_curve import fid, noise_controls, samples  # noqa: E402
 from datamodules.toy_faces import ToyFacesDataset  # noqa: E402
 from lit_propulse.core.downscale import downscale  # noqa: E402
 from lit_propulse.core.errors import CheckpointError  # noqa: E402
@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| | " + " | ".join(f"{r}²" for r in res) + " |\n|---|" + "---:|" * len(res))
     for name, values in rows:
         print(f"| {name} | " + " | ".join(f"{values[r]:.3f}" for r in res) + " |")
-    if args.fid:
+    if args.fid or args.grain:
         classifier = load_attribute_classifier(str(ROOT / "lit_propulse" / "data" / "toy_attributes_64.pt")).eval()
+    if args.fid:
         test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=50000, num_test=args.fid)
         train = ToyFacesDataset("train", hr_size=64, lr_size=8, num_train=50000, num_test=args.fid)
         real = torch.stack([test[i]["hr"] for i in range(args.fid)])
@@ -168,17 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         by_r = fid_by_scale(real_train, real, scales, classifier)
         print("| real train faces (floor) | " + " | ".join(f"{by_r[r]:.1f}" for r in scales) + " |")
     if args.grain:
-        classifier = load_attribute_classifier(str(ROOT / "lit_propulse" / "data" / "toy_attributes_64.pt")).eval()
         test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.grain)
         real = torch.stack([test[i]["hr"] for i in range(args.grain)])
         files = [p for p in args.generators if p != "random"]
         D = discriminator(files[0]) if files else None
-        noise = torch.Generator().manual_seed(1)
         sets = [(f"{Path(p).name} (g_ema samples)", samples(Generator.from_checkpoint(p).eval(), args.grain)) for p in files]
         sets.append(("real test faces", real))
-        sets += [(f"real test faces + noise σ {s}", (real + s * torch.randn(real.shape, generator=noise)).clamp(-1, 1)) for s in NOISE]
+        sets += [(f"real test faces + noise σ {s}", noisy) for s, noisy in noise_controls(real, NOISE)]
         print(f"\nwhere the faint detail sits ({args.grain} images each; detail = largest channel difference from the 3×3 mean;")
-        print(f"the frame = the outer {BAND} px, {float(frame(64).float().mean()):.0%} of the pixels; toy-FID against the real faces, then with the frame")
+        print(
+            f"the frame = the outer {BAND} px, {float(frame(real.shape[-1]).float().mean()):.0%} of the pixels; toy-FID against the real faces, then with the frame"
+        )
         whose = f"{Path(files[0]).name}'s own discriminator" if D is not None else "no discriminator in the first file"
         print(f"replaced on both sides; D logit: the mean of {whose}, higher = more real)")
         print("| images | flat (< 0.01) | faint (0.01–0.03) | faint pixels in the frame | toy-FID | toy-FID, frame replaced | D logit |")
