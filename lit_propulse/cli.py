@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -94,7 +95,19 @@ class ProPulseCLI(LightningCLI):
             model = self.config[sub].get("model")
             cls = model.get("class_path") if hasattr(model, "get") else None
             check_ckpt_path(self.config[sub].get("ckpt_path"), str(cls or ""), None)
+        before = _model_init_args(self.config[sub]) if sub else {}
         super()._parse_ckpt_path()
+        if sub:
+            overridden = {k: (v, after) for k, v in before.items() if (after := _model_init_args(self.config[sub]).get(k, v)) != v}
+            if overridden:
+                warnings.warn(
+                    f"--ckpt_path {self.config[sub].get('ckpt_path')}: Lightning restores the model's hyperparameters from the checkpoint, so these "
+                    "values from the config/command line are NOT used: "
+                    + ", ".join(f"{k} {v!r} -> {a!r}" for k, (v, a) in sorted(overridden.items()))
+                    + ". To resume with other values, train from an export with init_from instead, or edit the checkpoint's hyper_parameters.",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run ``fit``/``validate``/``test``/``predict`` holding the run directory's lock, with the
@@ -135,6 +148,16 @@ BASE_KEY = "base"
 #: the config-file key naming the stage a variant (ablation) file modifies, read by ``grid``
 VARIANT_KEY = "variant_of"
 _CONFIG_FLAGS = ("--config", "-c")
+
+
+def _model_init_args(cfg) -> dict:
+    """The model's plain ``init_args`` values (numbers, strings, booleans, None) in a parsed subcommand config."""
+    model = cfg.get("model")
+    args = model.get("init_args") if hasattr(model, "get") else None
+    if args is None:
+        return {}
+    args = args.as_dict() if hasattr(args, "as_dict") else dict(args)
+    return {k: v for k, v in args.items() if v is None or isinstance(v, (bool, int, float, str))}
 
 
 def _read_mapping(path: str) -> dict:

@@ -62,6 +62,14 @@ class OtherStage(Counting):
         self.extra = torch.nn.Linear(width, 3)
 
 
+class Remembering(Counting):
+    """Saves its hyperparameters (as every Pro-PULSE stage does), so a checkpoint carries them."""
+
+    def __init__(self, width: int = 2, lr: float = 0.1) -> None:
+        super().__init__(width, lr)
+        self.save_hyperparameters()
+
+
 class Failing(Counting):
     """Fails at its second training step, as a run that breaks mid-way."""
 
@@ -189,6 +197,16 @@ def test_resuming_keeps_the_rows_logged_before(tmp_path):
     assert (tmp_path / "metrics.1.csv").read_text() == first  # the earlier rows, untouched
     with open(tmp_path / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) >= 1  # the resumed part
+
+
+def test_resuming_with_other_hyperparameters_says_which_values_the_checkpoint_overrides(tmp_path):
+    # Lightning reads the model's hyperparameters back from --ckpt_path over the config and the command
+    # line; a changed value must not be dropped silently.
+    assert cli("fit", tmp_path, "--trainer.max_steps", "2", model="Remembering") == 0
+    ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
+    with pytest.warns(UserWarning, match=r"NOT used: lr 0\.5 -> 0\.1\.") as rec:
+        assert cli("fit", tmp_path, "--trainer.max_steps", "3", "--model.init_args.lr", "0.5", "--ckpt_path", str(ckpt), model="Remembering") == 0
+    assert str(ckpt) in str(rec[0].message) and "width" not in str(rec[0].message)  # unchanged values are not listed
 
 
 # ----------------------------------------------------------------------------------------------
