@@ -15,6 +15,10 @@ again in this call replaces the earlier row.
 standard deviation (images in [-1, 1]), scored like a snapshot (toy-FID against the clean faces,
 attribute-frequency gaps by the same classifier). They show how much of a snapshot's figures a faint
 grain alone accounts for (docs/toy-domain.md: the classifier reads σ 0.02 grain as Rosy_Cheeks).
+
+``--noise const|none`` samples with the generators' fixed noise buffers or without noise inputs (is
+the grain the noise inputs'?); ``--average`` adds a row for the mean of all the given snapshots'
+``g_ema`` weights (would a longer EMA remove it?).
 """
 
 from __future__ import annotations
@@ -43,13 +47,24 @@ def kimg_of(path: str) -> float:
 
 
 @torch.no_grad()
-def samples(G: Generator, num: int, seed: int = 0, batch: int = 250) -> torch.Tensor:
+def samples(G: Generator, num: int, seed: int = 0, batch: int = 250, noise: str = "random") -> torch.Tensor:
+    """``num`` images of ``G`` at truncation 1 from seeded z; ``noise``: the noise inputs ("random", "const", "none")."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, num, batch):
         z = torch.randn(min(batch, num - i), G.z_dim, generator=gen)
-        out.append(G(z, truncation=1.0).image.clamp(-1, 1))
+        out.append(G(z, truncation=1.0, noise=noise).image.clamp(-1, 1))
     return torch.cat(out)
+
+
+def averaged(paths: list[str]) -> Generator:
+    """A generator whose weights are the mean of the files' ``g_ema`` weights (buffers from the last file):
+    what a longer EMA over the span of the snapshots would roughly give."""
+    G = Generator.from_checkpoint(paths[-1])
+    states = [Generator.from_checkpoint(p).port_state_dict() for p in paths]
+    mean = {k: torch.stack([s[k].float() for s in states]).mean(0) if v.is_floating_point() else v for k, v in states[-1].items()}
+    G.load_port_state_dict(mean, source=f"mean of {len(paths)} snapshots")
+    return G
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor, classifier) -> float:
@@ -101,6 +116,8 @@ def main() -> None:
         metavar="SIGMA",
         help="control rows: the real test faces + Gaussian noise of these standard deviations",
     )
+    ap.add_argument("--noise", choices=("random", "const", "none"), default="random", help="the generators' noise inputs (default: random, as trained)")
+    ap.add_argument("--average", action="store_true", help="add a row (table only): the mean of all the snapshots' g_ema weights")
     args = ap.parse_args()
     earlier = read_rows(args.earlier) if args.earlier else []
     t0 = time.time()
@@ -115,12 +132,15 @@ def main() -> None:
     rows = []
     for path in paths:
         G = Generator.from_checkpoint(path).eval()
-        rows.append((kimg_of(path), *gap_row(samples(G, args.num), real, data_freq, classifier)))
+        rows.append((kimg_of(path), *gap_row(samples(G, args.num, noise=args.noise), real, data_freq, classifier)))
         print(f"{rows[-1][0]:8.1f} kimg  toy-FID {rows[-1][1]:8.2f}  max |freq gap| {rows[-1][2]:5.1f} pt  ({rows[-1][3]})", flush=True)
     now = {r[0] for r in rows}
     rows = sorted([(*r, True) for r in earlier if r[0] not in now] + [(*r, False) for r in rows])
     table = ["| kimg | toy-FID ↓ | max attribute-frequency gap (points) | largest gaps (sample − data) |", "|---|---|---|---|"]
     table += [f"| {k:.0f}{' (earlier call)' if old else ''} | {f:.1f} | {g:.1f} | {w} |" for k, f, g, w, old in rows]
+    if args.average and len(paths) > 1:
+        f, g, w = gap_row(samples(averaged(paths).eval(), args.num, noise=args.noise), real, data_freq, classifier)
+        table.append(f"| mean weights of the {kimg_of(paths[0]):.0f}–{kimg_of(paths[-1]):.0f} snapshots | {f:.1f} | {g:.1f} | {w} |")
     for sigma, noisy in noise_controls(real, args.noise_control):
         f, g, w = gap_row(noisy, real, data_freq, classifier)
         table.append(f"| control: real test faces + noise σ {sigma:g} | {f:.1f} | {g:.1f} | {w} |")

@@ -19,7 +19,8 @@ flat pixels (detail < 0.01) and of faint ones (0.01–0.03), the share of the fa
 the outer ``BAND``-px frame, and toy-FID after that frame is replaced on both sides by the interior's
 replicated edge (what the frame costs); then the same for the real faces with Gaussian noise of σ
 ``NOISE`` added (a grain of known size), and the mean logit that the first file's own discriminator gives
-each set (how much of the grain the discriminator, and so the generator's training signal, sees).
+each set (how much of the grain the discriminator, and so the generator's training signal, sees), in
+float32 and under bf16 autocast as in training (does bf16 hide the grain from D?).
 
     python benchmarks/toy_generator_pyramid.py [GENERATOR.pt ...] [--num 256] [--fid 1000] [--grain 1000]
 
@@ -117,6 +118,11 @@ def discriminator(path: str) -> Discriminator | None:
         return None
 
 
+def mean_logit(D: Discriminator, images: torch.Tensor) -> float:
+    """D's mean logit over ``images`` (batches of 100: a multiple of the minibatch-stddev group)."""
+    return float(torch.cat([D(c).float() for c in images.split(100)]).mean())
+
+
 def grain(images: torch.Tensor) -> dict[str, float]:
     """Fractions of flat (< 0.01) and faint (0.01–0.03) pixels, and the faint pixels' share in the frame."""
     d = detail(images)
@@ -182,15 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         whose = f"{Path(files[0]).name}'s own discriminator" if D is not None else "no discriminator in the first file"
         print(f"replaced on both sides; D logit: the mean of {whose}, higher = more real)")
-        print("| images | flat (< 0.01) | faint (0.01–0.03) | faint pixels in the frame | toy-FID | toy-FID, frame replaced | D logit |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| images | flat (< 0.01) | faint (0.01–0.03) | faint pixels in the frame | toy-FID | toy-FID, frame replaced | D logit | D logit, bf16 |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, images in sets:
             g = grain(images)
             same = images is real
             full = 0.0 if same else fid(real, images, classifier)
             framed = 0.0 if same else fid(without_frame(real), without_frame(images), classifier)
-            logit = f"{float(torch.cat([D(c) for c in images.split(100)]).mean()):.2f}" if D is not None else "—"
-            print(f"| {name} | {g['flat']:.3f} | {g['faint']:.3f} | {g['faint_in_frame']:.3f} | {full:.1f} | {framed:.1f} | {logit} |")
+            logit = f"{mean_logit(D, images):.2f}" if D is not None else "—"
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # as D computes during (bf16-mixed) training
+                logit_bf16 = f"{mean_logit(D, images):.2f}" if D is not None else "—"
+            print(f"| {name} | {g['flat']:.3f} | {g['faint']:.3f} | {g['faint_in_frame']:.3f} | {full:.1f} | {framed:.1f} | {logit} | {logit_bf16} |")
     return 0
 
 

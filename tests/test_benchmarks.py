@@ -241,17 +241,18 @@ def test_toy_generator_pyramid_grain(tmp_path, capsys):
     assert pyr.main([str(PORT_G64), "--num", "4", "--grain", "8"]) == 0
     out = capsys.readouterr().out
     assert "faint pixels in the frame" in out and "| checkpoint.pt (g_ema samples) | " in out and "| real test faces | " in out
-    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| real test faces") and line.count("|") == 8}
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| real test faces") and line.count("|") == 9}
     # the noise controls: clean faces scored against themselves (0), σ 0.02 fewer flat pixels than σ 0.01, a D logit each
     assert float(rows["real test faces"][3]) == 0.0 and float(rows["real test faces + noise σ 0.02"][0]) < float(rows["real test faces + noise σ 0.01"][0])
-    assert all(r[5].strip() != "—" for r in rows.values())
+    assert all(r[5].strip() != "—" and r[6].strip() != "—" for r in rows.values())
+    assert all(abs(float(r[5]) - float(r[6])) < 0.1 for r in rows.values())  # bf16 autocast: near the float32 logit
     # a generator-only export (no "d"): the table still runs, without the D column
     ckpt = torch.load(PORT_G64, map_location="cpu", weights_only=False)
     g_only = tmp_path / "g_only.pt"
     torch.save({"g_ema": ckpt["g_ema"], "latent_avg": ckpt["latent_avg"]}, g_only)
     assert pyr.main([str(g_only), "--num", "4", "--grain", "8"]) == 0
     out = capsys.readouterr().out
-    assert "no discriminator in the first file" in out and "| g_only.pt (g_ema samples) | " in out and out.rstrip().endswith("| — |")
+    assert "no discriminator in the first file" in out and "| g_only.pt (g_ema samples) | " in out and out.rstrip().endswith("| — | — |")
 
 
 def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
@@ -279,3 +280,34 @@ def test_toy_generator_curve_keeps_earlier_rows(tmp_path, monkeypatch, capsys):
     assert controls["control: real test faces + noise σ 0"] < 0.5 < 10 < controls["control: real test faces + noise σ 0.5"]
     assert len(rows) == 2  # the controls stay out of the CSV and the plot
     assert (tmp_path / "out" / "toy_generator_curve.png").is_file()
+
+
+def test_toy_generator_curve_noise_modes_and_weight_average(tmp_path, monkeypatch, capsys):
+    """benchmarks/toy_generator_curve.py --noise/--average: the average of two files is their weights'
+    mean; the average of identical files scores as they do (with no noise inputs: deterministic)."""
+    import shutil
+
+    from tests.helpers import PORT_G64
+
+    curve = _load("toy_generator_curve")
+    ckpt = torch.load(PORT_G64, map_location="cpu", weights_only=False)
+    shifted = {**ckpt, "g_ema": {k: v + 1.0 if v.is_floating_point() else v for k, v in ckpt["g_ema"].items()}}
+    torch.save(shifted, tmp_path / "shifted.pt")
+    mean = curve.averaged([str(PORT_G64), str(tmp_path / "shifted.pt")]).port_state_dict()
+    key = next(k for k, v in ckpt["g_ema"].items() if v.is_floating_point() and "noise" not in k)
+    assert torch.allclose(mean[key], ckpt["g_ema"][key].float() + 0.5, atol=1e-6)
+    G = curve.Generator.from_checkpoint(PORT_G64).eval()
+    assert curve.samples(G, 4, noise="none").equal(curve.samples(G, 4, noise="none"))
+    assert not curve.samples(G, 4, noise="random").equal(curve.samples(G, 4, noise="none"))
+    run = tmp_path / "run"
+    run.mkdir()
+    for k in (16, 32):
+        shutil.copy(PORT_G64, run / f"stylegan2-kimg_{k:05d}.pt")
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--num", "8", "--noise", "none", "--average"])
+    curve.main()
+    table = {
+        line.split("|")[1].strip(): float(line.split("|")[2])
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and "kimg" not in line and "---" not in line
+    }
+    assert table["mean weights of the 16–32 snapshots"] == pytest.approx(table["16"], abs=1e-3) and table["16"] == pytest.approx(table["32"], abs=1e-3)
