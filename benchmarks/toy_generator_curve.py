@@ -61,7 +61,7 @@ def averaged(paths: list[str]) -> Generator:
     """A generator whose weights are the mean of the files' ``g_ema`` weights (buffers from the last file):
     what a longer EMA over the span of the snapshots would roughly give."""
     G = Generator.from_checkpoint(paths[-1])
-    states = [Generator.from_checkpoint(p).port_state_dict() for p in paths]
+    states = [Generator.from_checkpoint(p).port_state_dict() for p in paths[:-1]] + [G.port_state_dict()]
     mean = {k: torch.stack([s[k].float() for s in states]).mean(0) if v.is_floating_point() else v for k, v in states[-1].items()}
     G.load_port_state_dict(mean, source=f"mean of {len(paths)} snapshots")
     return G

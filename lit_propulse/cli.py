@@ -98,7 +98,8 @@ class ProPulseCLI(LightningCLI):
         before = _model_init_args(self.config[sub]) if sub else {}
         super()._parse_ckpt_path()
         if sub:
-            overridden = {k: (v, after) for k, v in before.items() if (after := _model_init_args(self.config[sub]).get(k, v)) != v}
+            after = _model_init_args(self.config[sub])
+            overridden = {k: (v, after[k]) for k, v in before.items() if after.get(k, v) != v}
             if overridden:
                 warnings.warn(
                     f"--ckpt_path {self.config[sub].get('ckpt_path')}: Lightning restores the model's hyperparameters from the checkpoint, so these "
