@@ -19,6 +19,11 @@ grain alone accounts for (docs/toy-domain.md: the classifier reads σ 0.02 grain
 ``--noise const|none`` samples with the generators' fixed noise buffers or without noise inputs (is
 the grain the noise inputs'?); ``--average`` adds a row for the mean of all the given snapshots'
 ``g_ema`` weights (would a longer EMA remove it?).
+
+``--scores Bangs`` prints, for the real test faces and each snapshot's samples, how the classifier's
+score for that attribute spreads (counts per score bin, the mean score, the share of confident
+scores below 0.05 or above 0.95) and how often the attribute is found beside each hair attribute:
+is an under-generated attribute missing, or drawn half-way?
 """
 
 from __future__ import annotations
@@ -81,6 +86,40 @@ def frequencies(images: torch.Tensor, classifier) -> torch.Tensor:
     return torch.cat([classifier.scores(c) for c in images.split(250)]).gt(0.5).float().mean(0)  # [A]
 
 
+SCORE_BINS = (0.0, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0)
+HAIR = ("Long_Hair", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Wearing_Hat")
+
+
+@torch.no_grad()
+def score_spread(images: torch.Tensor, classifier, attribute: str) -> dict:
+    """How the classifier's score for ``attribute`` spreads over ``images``: ``counts`` per SCORE_BINS
+    bin (the last bin includes 1), ``mean`` score, ``confident`` share (score < 0.05 or > 0.95), and
+    ``beside`` {hair attribute: the attribute's frequency among the images that have it (NaN if none)}."""
+    s = torch.cat([classifier.scores(c) for c in images.split(250)])
+    a = s[:, TOY_ATTRIBUTES.index(attribute)]
+    edges = torch.tensor(SCORE_BINS[1:-1])
+    counts = torch.bincount(torch.bucketize(a, edges, right=True), minlength=len(SCORE_BINS) - 1)
+    beside = {h: float(a[s[:, TOY_ATTRIBUTES.index(h)] > 0.5].gt(0.5).float().mean()) for h in HAIR if h != attribute}
+    return {"counts": counts.tolist(), "mean": float(a.mean()), "confident": float(((a < 0.05) | (a > 0.95)).float().mean()), "beside": beside}
+
+
+def score_table(attribute: str, sets: list[tuple[str, dict]]) -> str:
+    """A markdown table of ``score_spread`` results, one row per (name, spread)."""
+    bins = [f"{lo:g}–{hi:g}" for lo, hi in zip(SCORE_BINS, SCORE_BINS[1:])]
+    hair = [h for h in HAIR if h != attribute]
+    head = f"| {attribute} score | " + " | ".join(bins) + " | mean | confident | " + " | ".join(f"{attribute} among {h}" for h in hair) + " |"
+    lines = [head, "|---" * (len(bins) + 3 + len(hair)) + "|"]
+    for name, sp in sets:
+        lines.append(
+            f"| {name} | "
+            + " | ".join(str(c) for c in sp["counts"])
+            + f" | {sp['mean']:.3f} | {sp['confident']:.2f} | "
+            + " | ".join(f"{sp['beside'][h]:.2f}" for h in hair)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def noise_controls(real: torch.Tensor, sigmas) -> list[tuple[float, torch.Tensor]]:
     """(σ, the real faces + Gaussian noise of σ, clamped to [-1, 1]) for each σ in order, noise seeded 1:
     grain of known size, the control rows beside generated images."""
@@ -117,8 +156,13 @@ def main() -> None:
         help="control rows: the real test faces + Gaussian noise of these standard deviations",
     )
     ap.add_argument("--noise", choices=("random", "const", "none"), default="random", help="the generators' noise inputs (default: random, as trained)")
+    ap.add_argument(
+        "--scores", default=None, metavar="ATTRIBUTE", help="print how the classifier's score for this attribute spreads, real faces vs each snapshot"
+    )
     ap.add_argument("--average", action="store_true", help="add a row (table only): the mean of all the snapshots' g_ema weights")
     args = ap.parse_args()
+    if args.scores is not None and args.scores not in TOY_ATTRIBUTES:
+        ap.error(f"--scores {args.scores}: not a toy attribute; one of {', '.join(TOY_ATTRIBUTES)}")
     earlier = read_rows(args.earlier) if args.earlier else []
     t0 = time.time()
     paths = []
@@ -129,10 +173,13 @@ def main() -> None:
     test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.num)
     real = torch.stack([test[i]["hr"] for i in range(len(test))])
     data_freq = torch.stack([test[i]["attrs"] for i in range(len(test))]).mean(0)
-    rows = []
+    rows, spreads = [], [("real test faces", score_spread(real, classifier, args.scores))] if args.scores else []
     for path in paths:
         G = Generator.from_checkpoint(path).eval()
-        rows.append((kimg_of(path), *gap_row(samples(G, args.num, noise=args.noise), real, data_freq, classifier)))
+        fake = samples(G, args.num, noise=args.noise)
+        rows.append((kimg_of(path), *gap_row(fake, real, data_freq, classifier)))
+        if args.scores:
+            spreads.append((f"{kimg_of(path):.0f} kimg samples", score_spread(fake, classifier, args.scores)))
         print(f"{rows[-1][0]:8.1f} kimg  toy-FID {rows[-1][1]:8.2f}  max |freq gap| {rows[-1][2]:5.1f} pt  ({rows[-1][3]})", flush=True)
     now = {r[0] for r in rows}
     rows = sorted([(*r, True) for r in earlier if r[0] not in now] + [(*r, False) for r in rows])
@@ -145,6 +192,8 @@ def main() -> None:
         f, g, w = gap_row(noisy, real, data_freq, classifier)
         table.append(f"| control: real test faces + noise σ {sigma:g} | {f:.1f} | {g:.1f} | {w} |")
     print("\n".join(table))
+    if spreads:
+        print(score_table(args.scores, spreads))
     print(f"({args.num} samples and {args.num} real test faces per row; {time.time() - t0:.0f} s)")
     if args.out:
         import matplotlib

@@ -5,6 +5,7 @@ asserted anywhere: the development machine is shared, only the figures' plumbing
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -311,3 +312,35 @@ def test_toy_generator_curve_noise_modes_and_weight_average(tmp_path, monkeypatc
         if line.startswith("| ") and "kimg" not in line and "---" not in line
     }
     assert table["mean weights of the 16–32 snapshots"] == pytest.approx(table["16"], abs=1e-3) and table["16"] == pytest.approx(table["32"], abs=1e-3)
+
+
+def test_toy_generator_curve_score_spread(monkeypatch, capsys):
+    """benchmarks/toy_generator_curve.py --scores: the bins, mean, confident share and per-hair
+    frequency of a stub classifier whose scores are known (analytic); the table runs on the fixture."""
+    from tests.helpers import PORT_G64
+
+    curve = _load("toy_generator_curve")
+    A, bangs, gray = len(curve.TOY_ATTRIBUTES), curve.TOY_ATTRIBUTES.index("Bangs"), curve.TOY_ATTRIBUTES.index("Gray_Hair")
+
+    class Stub:  # Bangs score = the image's first pixel; Gray_Hair = its second; all else 0
+        def scores(self, x):
+            s = torch.zeros(len(x), A)
+            s[:, bangs], s[:, gray] = x[:, 0, 0, 0], x[:, 0, 0, 1]
+            return s
+
+    images = torch.zeros(5, 3, 2, 2)
+    images[:, 0, 0, 0] = torch.tensor([0.0, 0.1, 0.6, 0.97, 1.0])
+    images[:, 0, 0, 1] = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0])
+    sp = curve.score_spread(images, Stub(), "Bangs")
+    assert sp["counts"] == [1, 1, 0, 1, 0, 2] and sp["mean"] == pytest.approx(2.67 / 5) and sp["confident"] == pytest.approx(3 / 5)
+    assert sp["beside"]["Gray_Hair"] == pytest.approx(1 / 3) and math.isnan(sp["beside"]["Blond_Hair"])
+    with pytest.raises(SystemExit):
+        monkeypatch.setattr(sys, "argv", ["x", str(PORT_G64), "--num", "8", "--scores", "Fringe"])
+        curve.main()
+    assert "not a toy attribute" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["x", str(PORT_G64), "--num", "8", "--scores", "Bangs"])
+    curve.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| real test faces |") or line.endswith("|") and " kimg samples |" in line]
+    assert "| Bangs score | 0–0.05 |" in out and len(rows) == 2
+    assert all(sum(int(c) for c in r.split("|")[2:8]) == 8 for r in rows)  # every image in one bin
