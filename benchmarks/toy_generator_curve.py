@@ -82,20 +82,20 @@ def fid(real: torch.Tensor, fake: torch.Tensor, classifier) -> float:
 
 
 @torch.no_grad()
-def frequencies(images: torch.Tensor, classifier) -> torch.Tensor:
-    return torch.cat([classifier.scores(c) for c in images.split(250)]).gt(0.5).float().mean(0)  # [A]
+def scores_of(images: torch.Tensor, classifier) -> torch.Tensor:
+    """The classifier's attribute scores of ``images`` in batches of 250: [N, A]."""
+    return torch.cat([classifier.scores(c) for c in images.split(250)])
 
 
 SCORE_BINS = (0.0, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0)
 HAIR = ("Long_Hair", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Wearing_Hat")
 
 
-@torch.no_grad()
-def score_spread(images: torch.Tensor, classifier, attribute: str) -> dict:
-    """How the classifier's score for ``attribute`` spreads over ``images``: ``counts`` per SCORE_BINS
-    bin (the last bin includes 1), ``mean`` score, ``confident`` share (score < 0.05 or > 0.95), and
-    ``beside`` {hair attribute: the attribute's frequency among the images that have it (NaN if none)}."""
-    s = torch.cat([classifier.scores(c) for c in images.split(250)])
+def score_spread(s: torch.Tensor, attribute: str) -> dict:
+    """How the classifier's score for ``attribute`` spreads over a set of images, from their scores
+    ``s`` [N, A] (``scores_of``): ``counts`` per SCORE_BINS bin (the last bin includes 1), ``mean``
+    score, ``confident`` share (score < 0.05 or > 0.95), and ``beside`` {hair attribute: the
+    attribute's frequency among the images that have it (NaN if none)}."""
     a = s[:, TOY_ATTRIBUTES.index(attribute)]
     edges = torch.tensor(SCORE_BINS[1:-1])
     counts = torch.bincount(torch.bucketize(a, edges, right=True), minlength=len(SCORE_BINS) - 1)
@@ -127,9 +127,11 @@ def noise_controls(real: torch.Tensor, sigmas) -> list[tuple[float, torch.Tensor
     return [(s, (real + s * torch.randn(real.shape, generator=noise)).clamp(-1, 1)) for s in sigmas]
 
 
-def gap_row(images: torch.Tensor, real: torch.Tensor, data_freq: torch.Tensor, classifier) -> tuple[float, float, str]:
-    """(toy-FID against ``real``, max |attribute-frequency gap| in points, the three largest gaps) of ``images``."""
-    gap = (frequencies(images, classifier) - data_freq) * 100  # percentage points
+def gap_row(images: torch.Tensor, real: torch.Tensor, data_freq: torch.Tensor, classifier, scores: torch.Tensor | None = None) -> tuple[float, float, str]:
+    """(toy-FID against ``real``, max |attribute-frequency gap| in points, the three largest gaps) of
+    ``images``; ``scores``: their ``scores_of``, when the caller has them already."""
+    scores = scores_of(images, classifier) if scores is None else scores
+    gap = (scores.gt(0.5).float().mean(0) - data_freq) * 100  # percentage points
     worst = gap.abs().argsort(descending=True)[:3].tolist()
     return fid(real, images, classifier), float(gap.abs().max()), ", ".join(f"{TOY_ATTRIBUTES[i]} {gap[i]:+.1f}" for i in worst)
 
@@ -173,13 +175,14 @@ def main() -> None:
     test = ToyFacesDataset("test", hr_size=64, lr_size=8, num_train=20000, num_test=args.num)
     real = torch.stack([test[i]["hr"] for i in range(len(test))])
     data_freq = torch.stack([test[i]["attrs"] for i in range(len(test))]).mean(0)
-    rows, spreads = [], [("real test faces", score_spread(real, classifier, args.scores))] if args.scores else []
+    rows, spreads = [], [("real test faces", score_spread(scores_of(real, classifier), args.scores))] if args.scores else []
     for path in paths:
         G = Generator.from_checkpoint(path).eval()
         fake = samples(G, args.num, noise=args.noise)
-        rows.append((kimg_of(path), *gap_row(fake, real, data_freq, classifier)))
+        fake_scores = scores_of(fake, classifier)
+        rows.append((kimg_of(path), *gap_row(fake, real, data_freq, classifier, fake_scores)))
         if args.scores:
-            spreads.append((f"{kimg_of(path):.0f} kimg samples", score_spread(fake, classifier, args.scores)))
+            spreads.append((f"{rows[-1][0]:.0f} kimg samples", score_spread(fake_scores, args.scores)))
         print(f"{rows[-1][0]:8.1f} kimg  toy-FID {rows[-1][1]:8.2f}  max |freq gap| {rows[-1][2]:5.1f} pt  ({rows[-1][3]})", flush=True)
     now = {r[0] for r in rows}
     rows = sorted([(*r, True) for r in earlier if r[0] not in now] + [(*r, False) for r in rows])

@@ -331,7 +331,7 @@ def test_toy_generator_curve_score_spread(monkeypatch, capsys):
     images = torch.zeros(5, 3, 2, 2)
     images[:, 0, 0, 0] = torch.tensor([0.0, 0.1, 0.6, 0.97, 1.0])
     images[:, 0, 0, 1] = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0])
-    sp = curve.score_spread(images, Stub(), "Bangs")
+    sp = curve.score_spread(curve.scores_of(images, Stub()), "Bangs")
     assert sp["counts"] == [1, 1, 0, 1, 0, 2] and sp["mean"] == pytest.approx(2.67 / 5) and sp["confident"] == pytest.approx(3 / 5)
     assert sp["beside"]["Gray_Hair"] == pytest.approx(1 / 3) and math.isnan(sp["beside"]["Blond_Hair"])
     with pytest.raises(SystemExit):
